@@ -1,0 +1,54 @@
+//! Pooling with darknet's semantics.
+
+use candle_core::shape::Dim;
+use candle_core::{Result, Tensor, D};
+
+/// Darknet max pooling: output = (in + padding - size) / stride + 1, window offset -padding/2,
+/// positions outside the image count as -inf. PyTorch's `MaxPool2d(k, s, p)` is the case
+/// `padding = 2p`.
+pub fn max_pool(x: &Tensor, size: usize, stride: usize, padding: usize) -> Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    let x = pad_neg_inf(x, D::Minus2, h, size, stride, padding)?;
+    let x = pad_neg_inf(&x, D::Minus1, w, size, stride, padding)?;
+    x.max_pool2d_with_stride(size, stride)
+}
+
+pub fn max_pool_out(len: usize, size: usize, stride: usize, padding: usize) -> usize {
+    (len + padding).saturating_sub(size) / stride + 1
+}
+
+fn pad_neg_inf(x: &Tensor, dim: D, len: usize, size: usize, stride: usize, padding: usize) -> Result<Tensor> {
+    let before = padding / 2;
+    let out = max_pool_out(len, size, stride, padding);
+    let after = ((out - 1) * stride + size).saturating_sub(len + before);
+    if before == 0 && after == 0 {
+        return Ok(x.clone());
+    }
+    let dim = dim.to_index(x.shape(), "pad")?;
+    let mut parts = Vec::with_capacity(3);
+    let fill = |n: usize| -> Result<Tensor> {
+        let mut dims = x.dims().to_vec();
+        dims[dim] = n;
+        Tensor::full(f32::NEG_INFINITY, dims, x.device())?.to_dtype(x.dtype())
+    };
+    if before > 0 {
+        parts.push(fill(before)?);
+    }
+    parts.push(x.clone());
+    if after > 0 {
+        parts.push(fill(after)?);
+    }
+    // The last window may end before the padded edge; cut what no window reads.
+    let y = Tensor::cat(&parts, dim)?;
+    let needed = (out - 1) * stride + size;
+    if y.dim(dim)? > needed {
+        y.narrow(dim, 0, needed)
+    } else {
+        Ok(y)
+    }
+}
+
+/// Global average pooling to [N, C, 1, 1].
+pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
+    x.mean_keepdim(D::Minus1)?.mean_keepdim(D::Minus2)
+}

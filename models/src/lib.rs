@@ -1,0 +1,17 @@
+//! CSPNet models in candle: the paper's backbones (and their plain baselines), weight loading
+//! (native safetensors, timm safetensors, darknet `.cfg` + `.weights`) and cost accounting.
+
+pub mod backbones;
+pub mod csp;
+pub mod darknet;
+pub mod error;
+pub mod flops;
+pub mod layers;
+pub mod model;
+pub mod network;
+pub mod preprocess;
+pub mod weights;
+
+pub use error::{Error, Result};
+pub use model::Model;
+pub use network::Network;

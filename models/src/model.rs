@@ -1,0 +1,230 @@
+//! Runs a [`Network`]: loads its parameters through a `VarBuilder` (file, tensors or a `VarMap`
+//! for training) and executes the layers in order, keeping each output only as long as a later
+//! layer still reads it.
+
+use candle_core::{DType, Device, Module, Tensor, D};
+use candle_nn::VarBuilder;
+
+use crate::error::{Error, Result};
+use crate::layers::{global_avg_pool, max_pool, ConvLayer};
+use crate::network::{Network, Op};
+
+#[derive(Clone, Debug)]
+enum Params {
+    None,
+    Conv(ConvLayer),
+    Linear(candle_nn::Linear),
+}
+
+#[derive(Clone, Debug)]
+pub struct Model {
+    pub net: Network,
+    params: Vec<Params>,
+    /// For each layer, the last layer that reads its output.
+    last_use: Vec<usize>,
+    device: Device,
+}
+
+impl Model {
+    /// Builds the model with unfolded batch norm (training, conversion). Checks the graph first.
+    pub fn load_unfolded(net: Network, vb: VarBuilder) -> Result<Self> {
+        let (h, w) = net.input_size;
+        net.shapes(h, w)?;
+        let device = vb.device().clone();
+        let mut params = Vec::with_capacity(net.layers.len());
+        for layer in &net.layers {
+            params.push(match &layer.op {
+                Op::Conv(spec) => Params::Conv(ConvLayer::load(spec, vb.clone())?),
+                Op::Linear(l) => {
+                    let vb = vb.pp(&l.name);
+                    let bound = 1.0 / (l.in_features as f64).sqrt();
+                    let init = candle_nn::Init::Uniform { lo: -bound, up: bound };
+                    let weight = vb.get_with_hints((l.out_features, l.in_features), "weight", init)?;
+                    let bias = vb.get_with_hints(l.out_features, "bias", init)?;
+                    Params::Linear(candle_nn::Linear::new(weight, Some(bias)))
+                }
+                _ => Params::None,
+            });
+        }
+        let last_use = last_uses(&net);
+        Ok(Model { net, params, last_use, device })
+    }
+
+    /// Builds the inference model: batch norm folded into the convolutions.
+    pub fn load(net: Network, vb: VarBuilder) -> Result<Self> {
+        Self::load_unfolded(net, vb)?.folded()
+    }
+
+    pub fn folded(&self) -> Result<Self> {
+        let mut m = self.clone();
+        for (p, layer) in m.params.iter_mut().zip(&mut m.net.layers) {
+            if let Params::Conv(c) = p {
+                *c = c.fold()?;
+                // The folded network has no batch norm: saving it writes conv biases instead.
+                layer.op = Op::Conv(c.spec.clone());
+            }
+        }
+        Ok(m)
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Named parameter tensors in our checkpoint layout (unfolded when loaded unfolded).
+    pub fn tensors(&self) -> Vec<(String, Tensor)> {
+        let mut out = vec![];
+        for (i, p) in self.params.iter().enumerate() {
+            match p {
+                Params::Conv(c) => {
+                    let n = &c.spec.name;
+                    out.push((format!("{n}.conv.weight"), c.weight.clone()));
+                    if let Some(b) = &c.bias {
+                        out.push((format!("{n}.conv.bias"), b.clone()));
+                    }
+                    if let Some(bn) = &c.bn {
+                        out.push((format!("{n}.bn.weight"), bn.weight.clone()));
+                        out.push((format!("{n}.bn.bias"), bn.bias.clone()));
+                        out.push((format!("{n}.bn.running_mean"), bn.running_mean.clone()));
+                        out.push((format!("{n}.bn.running_var"), bn.running_var.clone()));
+                    }
+                }
+                Params::Linear(l) => {
+                    let n = &l_name(&self.net, i);
+                    out.push((format!("{n}.weight"), l.weight().clone()));
+                    if let Some(b) = l.bias() {
+                        out.push((format!("{n}.bias"), b.clone()));
+                    }
+                }
+                Params::None => {}
+            }
+        }
+        out
+    }
+
+    /// Inference on a [N, C, H, W] batch. Returns the output of [`Network::output_layer`]:
+    /// [N, classes] logits for classifiers, the raw map otherwise.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.run(x, self.net.output_layer())
+    }
+
+    /// Output of layer `upto` (feature extraction).
+    pub fn run(&self, x: &Tensor, upto: usize) -> Result<Tensor> {
+        let (_, c, _, _) = x.dims4().map_err(|_| Error::Input(format!("expected [N, C, H, W], got {:?}", x.dims())))?;
+        if c != self.net.input_channels {
+            return Err(Error::Input(format!("expected {} channels, got {c}", self.net.input_channels)));
+        }
+        let x = x.to_dtype(DType::F32)?;
+        let mut outs: Vec<Option<Tensor>> = vec![None; upto + 1];
+        for i in 0..=upto {
+            let prev = || -> Result<&Tensor> {
+                if i == 0 {
+                    Ok(&x)
+                } else {
+                    outs[i - 1].as_ref().ok_or_else(|| Error::graph(format!("output of layer {} was dropped", i - 1)))
+                }
+            };
+            let get = |j: usize| -> Result<&Tensor> {
+                outs[j].as_ref().ok_or_else(|| Error::graph(format!("output of layer {j} was dropped")))
+            };
+            let y = match (&self.net.layers[i].op, &self.params[i]) {
+                (Op::Conv(_), Params::Conv(c)) => c.forward(prev()?)?,
+                (Op::Linear(_), Params::Linear(l)) => l.forward(&prev()?.flatten_from(1)?)?,
+                (Op::MaxPool { size, stride, padding }, _) => max_pool(prev()?, *size, *stride, *padding)?,
+                (Op::AvgPool, _) => global_avg_pool(prev()?)?,
+                (Op::Route { layers, groups, group_id }, _) => {
+                    let parts = layers
+                        .iter()
+                        .map(|&l| {
+                            let t = get(l)?;
+                            if *groups == 1 {
+                                return Ok(t.clone());
+                            }
+                            let n = t.dim(1)? / groups;
+                            Ok(t.narrow(1, group_id * n, n)?)
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    if parts.len() == 1 {
+                        parts[0].clone()
+                    } else {
+                        Tensor::cat(&parts, 1)?
+                    }
+                }
+                (Op::Slice { from, start, len }, _) => get(*from)?.narrow(1, *start, *len)?,
+                (Op::Shortcut { from, activation }, _) => {
+                    let (a, b) = (prev()?, get(*from)?);
+                    let (ca, cb) = (a.dim(1)?, b.dim(1)?);
+                    let sum = if ca == cb {
+                        (a + b)?
+                    } else {
+                        let n = ca.min(cb);
+                        let head = (a.narrow(1, 0, n)? + b.narrow(1, 0, n)?)?;
+                        if n == ca {
+                            head
+                        } else {
+                            Tensor::cat(&[head, a.narrow(1, n, ca - n)?], 1)?
+                        }
+                    };
+                    activation.forward(&sum)?
+                }
+                (Op::Upsample { stride }, _) => {
+                    let t = prev()?;
+                    let (_, _, h, w) = t.dims4()?;
+                    t.upsample_nearest2d(h * stride, w * stride)?
+                }
+                (Op::Maxout { out_channels }, _) => {
+                    let t = prev()?;
+                    let (n, c, h, w) = t.dims4()?;
+                    // Channel k goes to group k mod M: view as [N, c/M, M, H, W] and max over dim 1.
+                    t.reshape((n, c / out_channels, *out_channels, h, w))?.max(1)?
+                }
+                (Op::Softmax, _) => candle_nn::ops::softmax(prev()?, 1)?,
+                (Op::Yolo(_), _) => prev()?.clone(),
+                (op, _) => return Err(Error::graph(format!("layer {i} ({}) has no parameters loaded", op.kind()))),
+            };
+            outs[i] = Some(y);
+            // Free what no later layer reads.
+            if i > 0 && self.last_use[i - 1] <= i && i - 1 != upto {
+                outs[i - 1] = None;
+            }
+            for r in self.net.layers[i].op.references() {
+                if self.last_use[r] <= i {
+                    outs[r] = None;
+                }
+            }
+        }
+        let y = outs[upto].take().ok_or_else(|| Error::graph("no output"))?;
+        if y.rank() == 4 && y.dim(2)? == 1 && y.dim(3)? == 1 {
+            Ok(y.flatten_from(1)?)
+        } else {
+            Ok(y)
+        }
+    }
+
+    /// Softmax probabilities for classifier logits [N, classes].
+    pub fn probabilities(logits: &Tensor) -> Result<Tensor> {
+        Ok(candle_nn::ops::softmax(logits, D::Minus1)?)
+    }
+}
+
+fn l_name(net: &Network, i: usize) -> String {
+    match &net.layers[i].op {
+        Op::Linear(l) => l.name.clone(),
+        _ => format!("layers.{i}"),
+    }
+}
+
+fn last_uses(net: &Network) -> Vec<usize> {
+    let mut last: Vec<usize> = (0..net.layers.len()).collect();
+    for (i, l) in net.layers.iter().enumerate() {
+        if i > 0 && l.op.reads_previous() {
+            last[i - 1] = last[i - 1].max(i);
+        }
+        for r in l.op.references() {
+            if r < last.len() {
+                last[r] = last[r].max(i);
+            }
+        }
+    }
+    last
+}

@@ -1,0 +1,78 @@
+//! Image preprocessing: the model's own resize, crop and normalisation, carried in its config.
+
+use candle_core::{Device, Tensor};
+use image::{imageops::FilterType, DynamicImage};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Resize {
+    /// Resize the short side to `size / crop_pct`, then crop the centre (timm eval, darknet classifier with 1.0).
+    CenterCrop { crop_pct: f32 },
+    /// Keep the aspect ratio, pad with grey to the full size (darknet detectors).
+    Letterbox,
+    /// Stretch to the input size.
+    Stretch,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Preprocess {
+    pub resize: Resize,
+    /// Per-channel RGB mean and std applied after scaling to [0, 1].
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+}
+
+impl Preprocess {
+    /// timm's `.ra_in1k` defaults for the CSP models: 0.887 crop, ImageNet mean/std.
+    pub const TIMM: Preprocess = Preprocess {
+        resize: Resize::CenterCrop { crop_pct: 0.887 },
+        mean: [0.485, 0.456, 0.406],
+        std: [0.229, 0.224, 0.225],
+    };
+    /// Darknet classifiers: RGB in [0, 1], short side resize and centre crop.
+    pub const DARKNET_CLASSIFIER: Preprocess =
+        Preprocess { resize: Resize::CenterCrop { crop_pct: 1.0 }, mean: [0.0; 3], std: [1.0; 3] };
+    /// Darknet detectors: RGB in [0, 1], letterboxed.
+    pub const DARKNET_DETECTOR: Preprocess = Preprocess { resize: Resize::Letterbox, mean: [0.0; 3], std: [1.0; 3] };
+
+    /// Decodes an encoded image (PNG, JPEG, BMP, WebP).
+    pub fn decode(bytes: &[u8]) -> Result<DynamicImage> {
+        image::load_from_memory(bytes).map_err(|e| Error::Image(e.to_string()))
+    }
+
+    /// The model input for one image: [3, h, w] f32.
+    pub fn apply(&self, img: &DynamicImage, (h, w): (usize, usize), device: &Device) -> Result<Tensor> {
+        let (h32, w32) = (h as u32, w as u32);
+        let rgb = match self.resize {
+            Resize::Stretch => img.resize_exact(w32, h32, FilterType::Triangle).to_rgb8(),
+            Resize::CenterCrop { crop_pct } => {
+                let (iw, ih) = (img.width().max(1) as f32, img.height().max(1) as f32);
+                let short = (h.min(w) as f32 / crop_pct).floor();
+                let scale = short / iw.min(ih);
+                let (rw, rh) = (((iw * scale).round() as u32).max(w32), ((ih * scale).round() as u32).max(h32));
+                let resized = img.resize_exact(rw, rh, FilterType::Triangle);
+                resized.crop_imm((rw - w32) / 2, (rh - h32) / 2, w32, h32).to_rgb8()
+            }
+            Resize::Letterbox => {
+                let (iw, ih) = (img.width().max(1) as f32, img.height().max(1) as f32);
+                let scale = (w as f32 / iw).min(h as f32 / ih);
+                let (rw, rh) = (((iw * scale).round() as u32).clamp(1, w32), ((ih * scale).round() as u32).clamp(1, h32));
+                let resized = img.resize_exact(rw, rh, FilterType::Triangle).to_rgb8();
+                let mut canvas = image::RgbImage::from_pixel(w32, h32, image::Rgb([127, 127, 127]));
+                image::imageops::replace(&mut canvas, &resized, ((w32 - rw) / 2) as i64, ((h32 - rh) / 2) as i64);
+                canvas
+            }
+        };
+        let mut data = vec![0f32; 3 * h * w];
+        for (x, y, p) in rgb.enumerate_pixels() {
+            for c in 0..3 {
+                let v = p.0[c] as f32 / 255.0;
+                data[c * h * w + y as usize * w + x as usize] = (v - self.mean[c]) / self.std[c];
+            }
+        }
+        Ok(Tensor::from_vec(data, (3, h, w), device)?)
+    }
+}

@@ -1,0 +1,124 @@
+//! Weight files: our safetensors format (network in the metadata), timm safetensors, darknet
+//! `.weights`. [`load_model`] is the one entry point every binary uses.
+
+pub mod darknet;
+pub mod native;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+
+use crate::error::{Error, Result};
+use crate::model::Model;
+use crate::network::Network;
+
+/// An architecture named on a command line: a built-in name or a darknet `.cfg` file.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Arch {
+    Builtin(String),
+    DarknetCfg(PathBuf),
+}
+
+impl Arch {
+    /// `*.cfg`, or any path that exists, is a darknet cfg; anything else a built-in name.
+    pub fn parse(s: &str) -> Arch {
+        let p = Path::new(s);
+        if s.ends_with(".cfg") || p.is_file() {
+            Arch::DarknetCfg(p.to_path_buf())
+        } else {
+            Arch::Builtin(s.to_string())
+        }
+    }
+
+    pub fn network(&self, num_classes: usize) -> Result<Network> {
+        match self {
+            Arch::Builtin(name) => crate::backbones::build(name, num_classes),
+            Arch::DarknetCfg(path) => crate::darknet::parse_cfg_file(path),
+        }
+    }
+}
+
+/// What a weights file turned out to be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WeightsFormat {
+    Native,
+    Timm,
+    Darknet,
+}
+
+/// Builds a model from an architecture and/or a weights file:
+/// - native safetensors: the file alone is enough (`arch` may be omitted);
+/// - timm safetensors: needs a built-in `arch`; the class count comes from `head.fc.weight`;
+/// - darknet `.weights`: needs a `.cfg` `arch`; a file that ends early is an error here;
+/// - no weights: randomly initialised (for summaries and benchmarks).
+///
+/// `fold` folds batch norm for inference; keep it unfolded to convert or train.
+pub fn load_model(arch: Option<&Arch>, weights: Option<&Path>, device: &Device, fold: bool) -> Result<Model> {
+    let (model, _) = load_model_with_format(arch, weights, device, fold)?;
+    Ok(model)
+}
+
+pub fn load_model_with_format(
+    arch: Option<&Arch>,
+    weights: Option<&Path>,
+    device: &Device,
+    fold: bool,
+) -> Result<(Model, Option<WeightsFormat>)> {
+    let (model, format) = match weights {
+        None => {
+            let arch = arch.ok_or_else(|| Error::Input("give an architecture or a weights file".into()))?;
+            let net = arch.network(1000)?;
+            let vm = VarMap::new();
+            (Model::load_unfolded(net, VarBuilder::from_varmap(&vm, DType::F32, device))?, None)
+        }
+        Some(path) if is_darknet_weights(path) => {
+            let Some(Arch::DarknetCfg(cfg)) = arch else {
+                return Err(Error::weights(path, "darknet .weights need a darknet .cfg architecture (--cfg)"));
+            };
+            let net = crate::darknet::parse_cfg_file(cfg)?;
+            let read = darknet::read_weights(path, &net, device)?;
+            if let Some(missing) = read.incomplete() {
+                return Err(Error::weights(path, missing));
+            }
+            let vb = VarBuilder::from_tensors(read.tensors, DType::F32, device);
+            (Model::load_unfolded(net, vb)?, Some(WeightsFormat::Darknet))
+        }
+        Some(path) => match native::read_network(path)? {
+            Some(net) => {
+                let model = Model::load_unfolded(net, file_builder(path, device)?).map_err(|e| Error::weights(path, e.to_string()))?;
+                (model, Some(WeightsFormat::Native))
+            }
+            None => {
+                let Some(Arch::Builtin(name)) = arch else {
+                    return Err(Error::weights(path, "not a cspserve file: name its built-in architecture (--arch) to load it as a timm checkpoint"));
+                };
+                let tensors = read_safetensors(path, device)?;
+                let classes = match tensors.get("head.fc.weight") {
+                    Some(t) => t.dim(0)?,
+                    None => return Err(Error::weights(path, "missing tensor `head.fc.weight`")),
+                };
+                let net = crate::backbones::build(name, classes)?;
+                let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
+                let model = Model::load_unfolded(net, vb).map_err(|e| Error::weights(path, e.to_string()))?;
+                (model, Some(WeightsFormat::Timm))
+            }
+        },
+    };
+    let model = if fold { model.folded()? } else { model };
+    Ok((model, format))
+}
+
+fn is_darknet_weights(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "weights")
+}
+
+fn read_safetensors(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::weights(path, e.to_string()))?;
+    candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| Error::weights(path, e.to_string()))
+}
+
+fn file_builder(path: &Path, device: &Device) -> Result<VarBuilder<'static>> {
+    Ok(VarBuilder::from_tensors(read_safetensors(path, device)?, DType::F32, device))
+}
