@@ -1,0 +1,120 @@
+//! The `csp-model` binary, run as a user would.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use candle_core::{Device, Tensor};
+
+fn csp_model(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_csp-model")).args(args).output().expect("run csp-model");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("csp-cli-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+#[test]
+fn list_names_every_builtin() {
+    let (ok, out, _) = csp_model(&["list"]);
+    assert!(ok);
+    for (name, _) in csp_models::backbones::ARCHITECTURES {
+        assert!(out.lines().any(|l| l.split_whitespace().next() == Some(name)), "{name} missing from:\n{out}");
+    }
+}
+
+#[test]
+fn summary_json_has_the_totals() {
+    let (ok, out, err) = csp_model(&["summary", "--arch", "cspresnet50", "--size", "256", "--json"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["params"], 21_616_168);
+    for key in ["conv_weight_params", "bflops", "cio", "layers"] {
+        assert!(!v[key].is_null(), "no `{key}`");
+    }
+    assert!(v["layers"].as_array().unwrap().len() > 50);
+    // The table form prints the same totals.
+    let (ok, out, _) = csp_model(&["summary", "--arch", "cspresnet50", "--size", "256"]);
+    assert!(ok && out.contains("21616168"), "{out}");
+}
+
+#[test]
+fn unknown_arch_is_a_clear_error() {
+    let (ok, _, err) = csp_model(&["summary", "--arch", "resnet9000"]);
+    assert!(!ok);
+    assert!(err.contains("unknown architecture `resnet9000`"), "{err}");
+}
+
+#[test]
+fn convert_then_predict_raw_tensors() {
+    // A random-weight model saved in our format, then run from that file alone.
+    let model = csp_models::weights::load_model(
+        Some(&csp_models::weights::Arch::Builtin("cspdarknet53".into())),
+        None,
+        &Device::Cpu,
+        false,
+    )
+    .unwrap();
+    let weights = tmp("model.safetensors");
+    csp_models::weights::native::save(&model, &weights).unwrap();
+    let x = Tensor::randn(0f32, 1.0, (1, 3, 64, 64), &Device::Cpu).unwrap();
+    let input = tmp("in.safetensors");
+    let output = tmp("out.safetensors");
+    candle_core::safetensors::save(&[("input", x.clone())].into_iter().collect(), &input).unwrap();
+    let (ok, _, err) = csp_model(&[
+        "predict",
+        "--weights",
+        weights.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let y = candle_core::safetensors::load(&output, &Device::Cpu).unwrap().remove("output").unwrap();
+    assert_eq!(y.dims(), &[1, 1000]);
+    let expected = model.folded().unwrap().forward(&x).unwrap();
+    let diff = (y - expected).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    assert!(diff < 1e-4, "{diff}");
+}
+
+#[test]
+fn predict_classifies_an_image_file() {
+    let img = tmp("img.png");
+    image::RgbImage::from_fn(40, 30, |x, y| image::Rgb([(x * 6) as u8, (y * 8) as u8, 128])).save(&img).unwrap();
+    let model = csp_models::weights::load_model(
+        Some(&csp_models::weights::Arch::Builtin("cspresnet50".into())),
+        None,
+        &Device::Cpu,
+        false,
+    )
+    .unwrap();
+    let weights = tmp("r50.safetensors");
+    csp_models::weights::native::save(&model, &weights).unwrap();
+    let (ok, out, err) =
+        csp_model(&["predict", "--weights", weights.to_str().unwrap(), "--image", img.to_str().unwrap(), "--top-k", "3", "--json"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let classes = v[0]["classes"].as_array().unwrap();
+    assert_eq!(classes.len(), 3);
+    let scores: Vec<f64> = classes.iter().map(|c| c["score"].as_f64().unwrap()).collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]) && scores[0] <= 1.0);
+    // A file that is not an image is an error, not a panic.
+    let (ok, _, err) = csp_model(&["predict", "--weights", weights.to_str().unwrap(), "--image", weights.to_str().unwrap()]);
+    assert!(!ok && err.contains("image"), "{err}");
+}
+
+#[test]
+fn bench_json_reports_median_and_throughput() {
+    let (ok, out, err) = csp_model(&[
+        "bench", "--arch", "cspdarknet53", "--batch", "1", "--size", "64", "--iters", "2", "--warmup", "1", "--threads", "1",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(v["median_ms"].as_f64().unwrap() > 0.0);
+    assert!(v["images_per_s"].as_f64().unwrap() > 0.0);
+    assert_eq!(v["threads"], 1);
+}
