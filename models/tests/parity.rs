@@ -1,0 +1,204 @@
+//! Numerical parity with the reference implementations. The fixtures come from
+//! `scripts/gen_fixtures.py` (timm's own `CspNet` at reduced widths, and an independent darknet
+//! implementation cross-checked against OpenCV); see that script for what each file holds.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use csp_models::backbones::timm::TimmCspConfig;
+use csp_models::weights::{load_model, Arch};
+use csp_models::Model;
+use serde_json::Value;
+
+/// Largest difference allowed, relative to the reference output's scale.
+const TOLERANCE: f32 = 1e-4;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("fixtures")
+        .join(name)
+}
+
+fn read_json(name: &str) -> Value {
+    let text = std::fs::read_to_string(fixture(name)).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn load_tensors(name: &str) -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(fixture(name), &Device::Cpu).unwrap()
+}
+
+fn usizes(v: &Value) -> Vec<usize> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as usize)
+        .collect()
+}
+
+/// max |ours - reference| <= TOLERANCE * max(1, max |reference|), over the flattened outputs.
+fn assert_close(ours: &Tensor, reference: &Tensor, what: &str) {
+    assert_eq!(
+        ours.elem_count(),
+        reference.elem_count(),
+        "{what}: {:?} vs reference {:?}",
+        ours.dims(),
+        reference.dims()
+    );
+    assert_eq!(
+        ours.dim(0).unwrap(),
+        reference.dim(0).unwrap(),
+        "{what}: batch size"
+    );
+    let a = ours.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let b = reference.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let scale = b.iter().fold(1f32, |m, x| m.max(x.abs()));
+    let diff = a
+        .iter()
+        .zip(&b)
+        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    assert!(
+        diff.is_finite() && diff <= TOLERANCE * scale,
+        "{what}: max |diff| {diff} exceeds {TOLERANCE} x {scale}"
+    );
+}
+
+fn timm_config(arch: &str) -> TimmCspConfig {
+    match arch {
+        "cspresnet50" => TimmCspConfig::cspresnet50(),
+        "cspresnext50" => TimmCspConfig::cspresnext50(),
+        "cspdarknet53" => TimmCspConfig::cspdarknet53(),
+        other => panic!("no timm config for {other}"),
+    }
+}
+
+/// The built-in config with the fixture's reduced widths.
+fn reduced_config(arch: &str, entry: &Value) -> TimmCspConfig {
+    let mut cfg = timm_config(arch);
+    cfg.stem.out_channels = entry["stem_out_channels"].as_u64().unwrap() as usize;
+    let widths = usizes(&entry["out_channels"]);
+    assert_eq!(widths.len(), cfg.stages.len(), "{arch}: stage count");
+    let groups = entry["groups"].as_u64().unwrap() as usize;
+    for (stage, width) in cfg.stages.iter_mut().zip(widths) {
+        stage.out_channels = width;
+        stage.groups = groups;
+    }
+    cfg
+}
+
+fn shapes(tensors: impl IntoIterator<Item = (String, Tensor)>) -> BTreeMap<String, Vec<usize>> {
+    tensors
+        .into_iter()
+        .map(|(n, t)| (n, t.dims().to_vec()))
+        .collect()
+}
+
+#[test]
+fn timm_reduced_models_match_timm_logits() {
+    let manifest = read_json("timm_reduced.json");
+    let manifest = manifest.as_object().unwrap();
+    assert_eq!(manifest.len(), 3);
+    for (arch, entry) in manifest {
+        let classes = entry["num_classes"].as_u64().unwrap() as usize;
+        let net = reduced_config(arch, entry).build(arch, classes);
+        let weights = load_tensors(entry["weights"].as_str().unwrap());
+        let io = load_tensors(entry["io"].as_str().unwrap());
+        let (input, logits) = (&io["input"], &io["logits"]);
+
+        let vb = VarBuilder::from_tensors(weights.clone(), DType::F32, &Device::Cpu);
+        let unfolded = Model::load_unfolded(net.clone(), vb).unwrap();
+        // Every timm tensor is used, with timm's shape: the reduced architecture is timm's.
+        assert_eq!(
+            shapes(unfolded.tensors()),
+            shapes(weights.clone()),
+            "{arch}: parameter names and shapes"
+        );
+        assert_close(
+            &unfolded.forward(input).unwrap(),
+            logits,
+            &format!("{arch} unfolded"),
+        );
+
+        let vb = VarBuilder::from_tensors(weights, DType::F32, &Device::Cpu);
+        let folded = Model::load(net, vb).unwrap();
+        assert_close(
+            &folded.forward(input).unwrap(),
+            logits,
+            &format!("{arch} folded"),
+        );
+    }
+}
+
+#[test]
+fn timm_full_size_models_have_timm_state_dict_layout() {
+    let manifest = read_json("timm_full_keys.json");
+    let manifest = manifest.as_object().unwrap();
+    assert_eq!(manifest.len(), 3);
+    for (arch, keys) in manifest {
+        let expected: BTreeMap<String, Vec<usize>> = keys
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(n, shape)| (n.clone(), usizes(shape)))
+            .collect();
+        let model = load_model(
+            Some(&Arch::Builtin(arch.clone())),
+            None,
+            &Device::Cpu,
+            false,
+        )
+        .unwrap();
+        let ours = shapes(model.tensors());
+        let missing: Vec<_> = expected.keys().filter(|k| !ours.contains_key(*k)).collect();
+        let extra: Vec<_> = ours.keys().filter(|k| !expected.contains_key(*k)).collect();
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "{arch}: missing {missing:?}, extra {extra:?}"
+        );
+        for (name, shape) in &expected {
+            assert_eq!(&ours[name], shape, "{arch}: shape of {name}");
+        }
+    }
+}
+
+#[test]
+fn darknet_cfgs_match_reference_outputs() {
+    let manifest = read_json("darknet.json");
+    let cases = manifest.as_array().unwrap();
+    assert_eq!(cases.len(), 4);
+    for case in cases {
+        let name = case["name"].as_str().unwrap();
+        let cfg = fixture(case["cfg"].as_str().unwrap());
+        let weights = fixture(case["weights"].as_str().unwrap());
+        let io = load_tensors(case["io"].as_str().unwrap());
+        let (input, output) = (&io["input"], &io["output"]);
+        assert_eq!(
+            output.dims(),
+            usizes(&case["output_shape"]).as_slice(),
+            "{name}: fixture output shape"
+        );
+
+        let net = csp_models::darknet::parse_cfg_file(&cfg).unwrap();
+        let sections = case["layers"].as_u64().unwrap() as usize;
+        assert_eq!(
+            net.layers.len(),
+            sections,
+            "{name}: one layer per cfg section"
+        );
+        assert_eq!(
+            (net.input_size.0, net.input_size.1),
+            (input.dim(2).unwrap(), input.dim(3).unwrap()),
+            "{name}: [net] size"
+        );
+
+        let arch = Arch::DarknetCfg(cfg.clone());
+        for fold in [true, false] {
+            let model = load_model(Some(&arch), Some(&weights), &Device::Cpu, fold).unwrap();
+            let ours = model.forward(input).unwrap();
+            assert_close(&ours, output, &format!("darknet {name} (fold {fold})"));
+        }
+    }
+}
