@@ -152,7 +152,9 @@ impl Model {
                 }
                 (Op::Slice { from, start, len }, _) => get(*from)?.narrow(1, *start, *len)?,
                 (Op::Shortcut { from, activation }, _) => {
-                    let (a, b) = (prev()?, get(*from)?);
+                    let a = prev()?;
+                    let b = sample_like(get(*from)?, a)?;
+                    let b = &b;
                     let (ca, cb) = (a.dim(1)?, b.dim(1)?);
                     let sum = if ca == cb {
                         (a + b)?
@@ -205,6 +207,22 @@ impl Model {
     pub fn probabilities(logits: &Tensor) -> Result<Tensor> {
         Ok(candle_nn::ops::softmax(logits, D::Minus1)?)
     }
+}
+
+/// Darknet's shortcut reads a larger `from` map at every `stride`-th pixel (stride = the integer
+/// width ratio) over the size of `like`; equal sizes pass through.
+fn sample_like(from: &Tensor, like: &Tensor) -> Result<Tensor> {
+    let (_, _, h, w) = like.dims4()?;
+    let (_, _, hf, wf) = from.dims4()?;
+    if (hf, wf) == (h, w) {
+        return Ok(from.clone());
+    }
+    let stride = (wf / w.max(1)).max(1);
+    let pick =
+        |n: usize| Tensor::arange_step(0u32, (n * stride) as u32, stride as u32, from.device());
+    Ok(from
+        .index_select(&pick(h)?, 2)?
+        .index_select(&pick(w)?, 3)?)
 }
 
 fn l_name(net: &Network, i: usize) -> String {

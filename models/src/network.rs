@@ -149,8 +149,14 @@ impl Network {
                     if prev.c != c.in_channels {
                         return Err(err(format!("expects {} input channels, gets {}", c.in_channels, prev.c)));
                     }
-                    if c.groups == 0 || c.in_channels % c.groups != 0 || c.out_channels % c.groups != 0 {
-                        return Err(err(format!("groups {} do not divide {} -> {}", c.groups, c.in_channels, c.out_channels)));
+                    if c.groups == 0
+                        || !c.in_channels.is_multiple_of(c.groups)
+                        || !c.out_channels.is_multiple_of(c.groups)
+                    {
+                        return Err(err(format!(
+                            "groups {} do not divide {} -> {}",
+                            c.groups, c.in_channels, c.out_channels
+                        )));
                     }
                     if prev.h + 2 * c.padding < c.kernel || prev.w + 2 * c.padding < c.kernel || c.stride == 0 {
                         return Err(err(format!("input {}x{} is too small", prev.h, prev.w)));
@@ -178,8 +184,11 @@ impl Network {
                         if (s.h, s.w) != (first.h, first.w) {
                             return Err(err(format!("layer {l} is {}x{}, layer {} is {}x{}", s.h, s.w, layers[0], first.h, first.w)));
                         }
-                        if s.c % groups != 0 {
-                            return Err(err(format!("{} channels of layer {l} do not split into {groups} groups", s.c)));
+                        if !s.c.is_multiple_of(*groups) {
+                            return Err(err(format!(
+                                "{} channels of layer {l} do not split into {groups} groups",
+                                s.c
+                            )));
                         }
                         c += s.c / groups;
                     }
@@ -194,15 +203,24 @@ impl Network {
                 }
                 Op::Shortcut { from, .. } => {
                     let s = out[*from];
-                    if (s.h, s.w) != (prev.h, prev.w) {
-                        return Err(err(format!("adds a {}x{} map to a {}x{} one", s.h, s.w, prev.h, prev.w)));
+                    // Darknet also adds a larger map, read every `stride` pixels where stride is the
+                    // integer size ratio (the strided residual blocks of resnet10.cfg).
+                    let stride = s.w / prev.w.max(1);
+                    if s.h < prev.h || s.w < prev.w || s.h / prev.h.max(1) != stride {
+                        return Err(err(format!(
+                            "adds a {}x{} map to a {}x{} one",
+                            s.h, s.w, prev.h, prev.w
+                        )));
                     }
                     prev
                 }
                 Op::Upsample { stride } => Shape { c: prev.c, h: prev.h * stride, w: prev.w * stride },
                 Op::Maxout { out_channels } => {
-                    if *out_channels == 0 || prev.c % out_channels != 0 {
-                        return Err(err(format!("{} channels do not max-out to {out_channels}", prev.c)));
+                    if *out_channels == 0 || !prev.c.is_multiple_of(*out_channels) {
+                        return Err(err(format!(
+                            "{} channels do not max-out to {out_channels}",
+                            prev.c
+                        )));
                     }
                     Shape { c: *out_channels, ..prev }
                 }
