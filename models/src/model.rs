@@ -108,8 +108,38 @@ impl Model {
         self.run(x, self.net.output_layer())
     }
 
-    /// Output of layer `upto` (feature extraction).
+    /// Output of layer `upto` (feature extraction); a 1x1 map comes back as [N, C].
     pub fn run(&self, x: &Tensor, upto: usize) -> Result<Tensor> {
+        let y = self.run_many(x, &[upto])?.pop().ok_or_else(|| Error::graph("no output"))?;
+        if y.rank() == 4 && y.dim(2)? == 1 && y.dim(3)? == 1 {
+            Ok(y.flatten_from(1)?)
+        } else {
+            Ok(y)
+        }
+    }
+
+    /// The raw map fed to every `Yolo` layer, in layer order: [N, anchors * (5 + classes), H, W]
+    /// each, before any decoding.
+    pub fn forward_heads(&self, x: &Tensor) -> Result<Vec<Tensor>> {
+        let heads: Vec<usize> =
+            self.net.layers.iter().enumerate().filter(|(_, l)| matches!(l.op, Op::Yolo(_))).map(|(i, _)| i).collect();
+        if heads.is_empty() {
+            return Err(Error::Input(format!("`{}` has no yolo heads", self.net.arch)));
+        }
+        self.run_many(x, &heads)
+    }
+
+    /// Outputs of the layers `wanted`, in that order, from one pass that stops at the last of
+    /// them; every other output is dropped as soon as no later layer reads it.
+    pub fn run_many(&self, x: &Tensor, wanted: &[usize]) -> Result<Vec<Tensor>> {
+        let Some(&upto) = wanted.iter().max() else { return Ok(vec![]) };
+        if upto >= self.net.layers.len() {
+            return Err(Error::Input(format!("layer {upto} requested, the network has {}", self.net.layers.len())));
+        }
+        let mut keep = vec![false; upto + 1];
+        for &w in wanted {
+            keep[w] = true;
+        }
         let (_, c, _, _) = x.dims4().map_err(|_| Error::Input(format!("expected [N, C, H, W], got {:?}", x.dims())))?;
         if c != self.net.input_channels {
             return Err(Error::Input(format!("expected {} channels, got {c}", self.net.input_channels)));
@@ -182,25 +212,25 @@ impl Model {
                 }
                 (Op::Softmax, _) => candle_nn::ops::softmax(prev()?, 1)?,
                 (Op::Yolo(_), _) => prev()?.clone(),
+                (Op::Sam { from }, _) => (prev()? * get(*from)?)?,
+                (Op::ScaleChannels { from }, _) => get(*from)?.broadcast_mul(prev()?)?,
                 (op, _) => return Err(Error::graph(format!("layer {i} ({}) has no parameters loaded", op.kind()))),
             };
             outs[i] = Some(y);
-            // Free what no later layer reads.
-            if i > 0 && self.last_use[i - 1] <= i && i - 1 != upto {
+            // Free what no later layer reads and the caller did not ask for.
+            if i > 0 && self.last_use[i - 1] <= i && !keep[i - 1] {
                 outs[i - 1] = None;
             }
             for r in self.net.layers[i].op.references() {
-                if self.last_use[r] <= i {
+                if self.last_use[r] <= i && !keep[r] {
                     outs[r] = None;
                 }
             }
         }
-        let y = outs[upto].take().ok_or_else(|| Error::graph("no output"))?;
-        if y.rank() == 4 && y.dim(2)? == 1 && y.dim(3)? == 1 {
-            Ok(y.flatten_from(1)?)
-        } else {
-            Ok(y)
-        }
+        wanted
+            .iter()
+            .map(|&w| outs[w].clone().ok_or_else(|| Error::graph(format!("output of layer {w} was dropped"))))
+            .collect()
     }
 
     /// Softmax probabilities for classifier logits [N, classes].

@@ -64,6 +64,12 @@ pub enum Op {
     Softmax,
     /// Detection head: identity on the map (see [`YoloSpec`]).
     Yolo(YoloSpec),
+    /// Spatial attention (darknet `[sam]`): previous output * output of `from`, elementwise. The
+    /// gate's sigmoid is the activation of the conv that produced it.
+    Sam { from: usize },
+    /// Channel attention (darknet `[scale_channels]`): output of `from` scaled per channel by the
+    /// previous output, which is [C, 1, 1].
+    ScaleChannels { from: usize },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -105,7 +111,9 @@ impl Op {
     pub fn references(&self) -> Vec<usize> {
         match self {
             Op::Route { layers, .. } => layers.clone(),
-            Op::Slice { from, .. } | Op::Shortcut { from, .. } => vec![*from],
+            Op::Slice { from, .. } | Op::Shortcut { from, .. } | Op::Sam { from } | Op::ScaleChannels { from } => {
+                vec![*from]
+            }
             _ => vec![],
         }
     }
@@ -126,6 +134,8 @@ impl Op {
             Op::Linear(_) => "linear",
             Op::Softmax => "softmax",
             Op::Yolo(_) => "yolo",
+            Op::Sam { .. } => "sam",
+            Op::ScaleChannels { .. } => "scale_channels",
         }
     }
 }
@@ -239,6 +249,19 @@ impl Network {
                         return Err(err(format!("mask {m} names a missing anchor (there are {})", y.anchors.len())));
                     }
                     prev
+                }
+                Op::Sam { from } => {
+                    if out[*from] != prev {
+                        return Err(err(format!("gates a {:?} map with a {:?} one", out[*from], prev)));
+                    }
+                    prev
+                }
+                Op::ScaleChannels { from } => {
+                    let s = out[*from];
+                    if (prev.h, prev.w) != (1, 1) || prev.c != s.c {
+                        return Err(err(format!("scales {} channels by a {}x{}x{} map", s.c, prev.c, prev.h, prev.w)));
+                    }
+                    s
                 }
             };
             out.push(s);
