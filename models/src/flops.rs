@@ -5,11 +5,22 @@
 //! paper's table), "params" every learnable parameter (conv weights and biases, batch-norm
 //! scale and shift, linear weights and biases: timm's count). CIO is the paper's memory-traffic
 //! measure: the sum over convolutions of input plus output sizes, in elements.
+//!
+//! Detectors add the paper's pyramid-memory measure (figures 7 and 8): the feature maps produced
+//! while building the feature pyramid, i.e. the sum of the output elements (C x H x W, one image)
+//! of every neck layer. Neck layers are those whose origin starts with [`NECK_PREFIX`]: the
+//! built-in detectors name their lateral convs, resampled copies, concatenations, max-outs and
+//! PANet/SPP blocks so, and keep the per-head layers (3x3 conv, SAM, prediction conv, yolo)
+//! under `head.`; the backbone is not counted, nor are one-layer routes (they re-read a map,
+//! they make none). Darknet cfgs carry no such names and report 0.
 
 use serde::Serialize;
 
 use crate::error::Result;
 use crate::network::{Network, Op, Shape};
+
+/// Origin prefix of the layers that build a detector's feature pyramid.
+pub const NECK_PREFIX: &str = "neck.";
 
 #[derive(Clone, Debug, Serialize)]
 pub struct LayerCost {
@@ -21,6 +32,8 @@ pub struct LayerCost {
     pub conv_weight_params: usize,
     pub flops: u64,
     pub cio: u64,
+    /// Whether the layer builds the feature pyramid (counts towards `Summary::neck_elems`).
+    pub neck: bool,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -34,6 +47,8 @@ pub struct Summary {
     pub bflops: f64,
     /// Convolution input + output elements.
     pub cio: u64,
+    /// Output elements of the neck layers for one image (see the module docs).
+    pub neck_elems: u64,
     pub layers: Vec<LayerCost>,
 }
 
@@ -58,7 +73,12 @@ pub fn summarize(net: &Network, h: usize, w: usize) -> Result<Summary> {
             }
             _ => (String::new(), 0, 0, 0, 0),
         };
-        layers.push(LayerCost { index: i, kind: layer.op.kind(), name, output: out, params, conv_weight_params: weights, flops, cio });
+        // A one-layer route only re-reads a map: no new feature map.
+        let alias = matches!(&layer.op, Op::Route { layers, groups: 1, .. } if layers.len() == 1);
+        let neck = layer.origin.starts_with(NECK_PREFIX) && !alias;
+        let kind = layer.op.kind();
+        let conv_weight_params = weights;
+        layers.push(LayerCost { index: i, kind, name, output: out, params, conv_weight_params, flops, cio, neck });
     }
     let flops: u64 = layers.iter().map(|l| l.flops).sum();
     Ok(Summary {
@@ -69,6 +89,7 @@ pub fn summarize(net: &Network, h: usize, w: usize) -> Result<Summary> {
         flops,
         bflops: flops as f64 / 1e9,
         cio: layers.iter().map(|l| l.cio).sum(),
+        neck_elems: layers.iter().filter(|l| l.neck).map(|l| l.output.elems() as u64).sum(),
         layers,
     })
 }

@@ -4,10 +4,13 @@
 pub mod backbones;
 pub mod csp;
 pub mod darknet;
+pub mod detectors;
 pub mod error;
 pub mod flops;
+pub mod heads;
 pub mod layers;
 pub mod model;
+pub mod necks;
 pub mod network;
 pub mod preprocess;
 pub mod weights;

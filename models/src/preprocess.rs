@@ -5,13 +5,15 @@ use image::{imageops::FilterType, DynamicImage};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::heads::letterbox::{Letterbox, LETTERBOX_GREY};
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum Resize {
     /// Resize the short side to `size / crop_pct`, then crop the centre (timm eval, darknet classifier with 1.0).
     CenterCrop { crop_pct: f32 },
-    /// Keep the aspect ratio, pad with grey to the full size (darknet detectors).
+    /// Keep the aspect ratio, pad with grey (0.5) to the full size (darknet detectors); the
+    /// geometry is [`Letterbox::new`]'s.
     Letterbox,
     /// Stretch to the input size.
     Stretch,
@@ -45,32 +47,42 @@ impl Preprocess {
 
     /// The model input for one image: [3, h, w] f32.
     pub fn apply(&self, img: &DynamicImage, (h, w): (usize, usize), device: &Device) -> Result<Tensor> {
+        if h == 0 || w == 0 {
+            return Err(Error::Input(format!("model input size must be non-empty, got {h}x{w}")));
+        }
         let (h32, w32) = (h as u32, w as u32);
-        let rgb = match self.resize {
-            Resize::Stretch => img.resize_exact(w32, h32, FilterType::Triangle).to_rgb8(),
+        // `offset`: where the resized image sits in the input; the rest is letterbox grey.
+        let (rgb, offset) = match self.resize {
+            Resize::Stretch => (img.resize_exact(w32, h32, FilterType::Triangle).to_rgb8(), (0, 0)),
             Resize::CenterCrop { crop_pct } => {
                 let (iw, ih) = (img.width().max(1) as f32, img.height().max(1) as f32);
                 let short = (h.min(w) as f32 / crop_pct).floor();
                 let scale = short / iw.min(ih);
                 let (rw, rh) = (((iw * scale).round() as u32).max(w32), ((ih * scale).round() as u32).max(h32));
                 let resized = img.resize_exact(rw, rh, FilterType::Triangle);
-                resized.crop_imm((rw - w32) / 2, (rh - h32) / 2, w32, h32).to_rgb8()
+                (resized.crop_imm((rw - w32) / 2, (rh - h32) / 2, w32, h32).to_rgb8(), (0, 0))
             }
             Resize::Letterbox => {
-                let (iw, ih) = (img.width().max(1) as f32, img.height().max(1) as f32);
-                let scale = (w as f32 / iw).min(h as f32 / ih);
-                let (rw, rh) = (((iw * scale).round() as u32).clamp(1, w32), ((ih * scale).round() as u32).clamp(1, h32));
-                let resized = img.resize_exact(rw, rh, FilterType::Triangle).to_rgb8();
-                let mut canvas = image::RgbImage::from_pixel(w32, h32, image::Rgb([127, 127, 127]));
-                image::imageops::replace(&mut canvas, &resized, ((w32 - rw) / 2) as i64, ((h32 - rh) / 2) as i64);
-                canvas
+                // Same geometry as `heads::Letterbox`, which maps the detections back.
+                let src = (img.width().max(1) as usize, img.height().max(1) as usize);
+                let lb = Letterbox::new(src, (w, h))?;
+                let (rw, rh) = (lb.resized.0 as u32, lb.resized.1 as u32);
+                (img.resize_exact(rw, rh, FilterType::Triangle).to_rgb8(), lb.offset)
             }
         };
+        // Padding is darknet's exact 0.5 grey in [0, 1] units, then normalised like the pixels.
         let mut data = vec![0f32; 3 * h * w];
+        for (c, plane) in data.chunks_exact_mut(h * w).enumerate() {
+            plane.fill((LETTERBOX_GREY - self.mean[c]) / self.std[c]);
+        }
         for (x, y, p) in rgb.enumerate_pixels() {
+            let (x, y) = (x as usize + offset.0, y as usize + offset.1);
+            if x >= w || y >= h {
+                continue;
+            }
             for c in 0..3 {
                 let v = p.0[c] as f32 / 255.0;
-                data[c * h * w + y as usize * w + x as usize] = (v - self.mean[c]) / self.std[c];
+                data[c * h * w + y * w + x] = (v - self.mean[c]) / self.std[c];
             }
         }
         Ok(Tensor::from_vec(data, (3, h, w), device)?)

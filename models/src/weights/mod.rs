@@ -32,6 +32,15 @@ impl Arch {
         }
     }
 
+    /// Class count when none is given: 80 for built-in detectors, 1000 for classifiers (a cfg
+    /// sets its own).
+    pub fn default_num_classes(&self) -> usize {
+        match self {
+            Arch::Builtin(name) => crate::backbones::default_num_classes(name),
+            Arch::DarknetCfg(_) => 1000,
+        }
+    }
+
     pub fn network(&self, num_classes: usize) -> Result<Network> {
         match self {
             Arch::Builtin(name) => crate::backbones::build(name, num_classes),
@@ -69,7 +78,7 @@ pub fn load_model_with_format(
     let (model, format) = match weights {
         None => {
             let arch = arch.ok_or_else(|| Error::Input("give an architecture or a weights file".into()))?;
-            let net = arch.network(1000)?;
+            let net = arch.network(arch.default_num_classes())?;
             let vm = VarMap::new();
             (Model::load_unfolded(net, VarBuilder::from_varmap(&vm, DType::F32, device))?, None)
         }
