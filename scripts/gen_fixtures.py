@@ -21,6 +21,13 @@ What it writes:
   reference outputs from the independent darknet implementation below (`darknet_forward`),
   cross-checked against OpenCV's darknet importer (all but `route_groups`, whose multi-input
   grouped [route] OpenCV 4.x does not implement as darknet does). Listed in `darknet.json`.
+- darknet detectors: the official csresnext50-panet-spp.cfg and csdarknet53-panet-spp.cfg (read
+  from ../shared/reference/darknet) scaled down (filters / 48, 3 classes, 96x64 input), and a small
+  cfg with [sam], [scale_channels], `maxpool_depth` max-out, mish, SPP, upsample and route groups.
+  Random `.weights`; reference outputs of every head (the input of each [yolo] layer) from
+  `detector_forward`. OpenCV cross-checks every head of the scaled cfgs; in the small cfg it can
+  check only up to the [sam] output, because it reads `maxpool_depth` as an ordinary max pool.
+  Listed in `darknet_detectors.json`.
 """
 
 import json
@@ -676,6 +683,476 @@ def darknet_fixtures():
     return manifest
 
 
+
+# ---------------------------------------------------------------------------------------------
+# darknet detectors
+# ---------------------------------------------------------------------------------------------
+
+REFERENCE_CFGS = os.path.join(ROOT, "..", "shared", "reference", "darknet")
+# Classes of every fixture detector: the conv before each [yolo] gets len(mask) * (classes + 5) filters.
+DETECTOR_CLASSES = 3
+# The official detector cfgs, scaled down: (fixture name, reference cfg, filter divisor,
+# [net] (height, width)). Non-square inputs catch a swapped height and width.
+DETECTOR_SCALED = [
+    ("csresnext50_panet_spp", "csresnext50-panet-spp.cfg", 48, (64, 96)),
+    ("csdarknet53_panet_spp", "csdarknet53-panet-spp.cfg", 48, (64, 96)),
+]
+# A small detector with the YOLOv4-family layers the official CSP cfgs do not use.
+DETECTOR_LAYERS = """[net]
+width=32
+height=24
+channels=3
+
+# 0: 8x24x32
+[convolutional]
+batch_normalize=1
+filters=8
+size=3
+stride=1
+pad=1
+activation=mish
+
+# 1: 16x12x16
+[convolutional]
+batch_normalize=1
+filters=16
+size=3
+stride=2
+pad=1
+activation=leaky
+
+# 2: CSP split, the second half (8)
+[route]
+layers=-1
+groups=2
+group_id=1
+
+# 3
+[convolutional]
+batch_normalize=1
+filters=8
+size=1
+stride=1
+pad=1
+activation=mish
+
+# 4
+[convolutional]
+batch_normalize=1
+filters=8
+size=3
+stride=1
+pad=1
+activation=mish
+
+# 5: residual
+[shortcut]
+from=-2
+activation=linear
+
+# 6: block path + all of layer 1: 8 + 16
+[route]
+layers=-1,1
+
+# 7: 16x12x16
+[convolutional]
+batch_normalize=1
+filters=16
+size=1
+stride=1
+pad=1
+activation=leaky
+
+# 8: channel attention: global mean ...
+[avgpool]
+
+# 9: ... a 16x1x1 gate ...
+[convolutional]
+filters=16
+size=1
+stride=1
+pad=1
+activation=logistic
+
+# 10: ... scaling layer 7 per channel
+[scale_channels]
+from=-3
+
+# 11: spatial attention gate
+[convolutional]
+batch_normalize=1
+filters=16
+size=3
+stride=1
+pad=1
+activation=logistic
+
+# 12: gate * layer 10
+[sam]
+from=-2
+
+# 13: channel max-out 16 -> 8 (channel k goes to k mod 8)
+[maxpool]
+maxpool_depth=1
+out_channels=8
+
+# 14: 16x6x8
+[convolutional]
+batch_normalize=1
+filters=16
+size=3
+stride=2
+pad=1
+activation=leaky
+
+# 15-20: SPP, max-pools 5, 9 and 13 with stride 1
+[maxpool]
+stride=1
+size=5
+
+[route]
+layers=-2
+
+[maxpool]
+stride=1
+size=9
+
+[route]
+layers=-4
+
+[maxpool]
+stride=1
+size=13
+
+# 20: 4 x 16
+[route]
+layers=-1,-3,-5,-6
+
+# 21
+[convolutional]
+batch_normalize=1
+filters=16
+size=1
+stride=1
+pad=1
+activation=mish
+
+# 22: head 0 at 6x8
+[convolutional]
+size=1
+stride=1
+pad=1
+filters=24
+activation=linear
+
+# 23: YOLOv4-style options
+[yolo]
+mask = 3,4,5
+anchors = 10,13,  16,30,  33,23,  30,61,  62,45,  59,119
+classes=3
+num=6
+jitter=.3
+ignore_thresh = .7
+truth_thresh = 1
+scale_x_y = 1.1
+iou_thresh=0.213
+cls_normalizer=1.0
+iou_normalizer=0.07
+iou_loss=ciou
+nms_kind=greedynms
+beta_nms=0.6
+max_delta=5
+random=1
+
+# 24
+[route]
+layers=-3
+
+# 25
+[convolutional]
+batch_normalize=1
+filters=8
+size=1
+stride=1
+pad=1
+activation=leaky
+
+# 26: 8x12x16
+[upsample]
+stride=2
+
+# 27: 8 + the max-out's 8
+[route]
+layers=-1,13
+
+# 28
+[convolutional]
+batch_normalize=1
+filters=16
+size=3
+stride=1
+pad=1
+activation=mish
+
+# 29: head 1 at 12x16
+[convolutional]
+size=1
+stride=1
+pad=1
+filters=24
+activation=linear
+
+# 30
+[yolo]
+mask = 0,1,2
+anchors = 10,13,  16,30,  33,23,  30,61,  62,45,  59,119
+classes=3
+num=6
+scale_x_y = 1.2
+nms_kind=diounms
+beta_nms=0.6
+"""
+
+def is_maxout(kind, opts):
+    return kind == "maxpool" and opts.get("maxpool_depth", "0") == "1"
+
+
+def detector_channels(sections):
+    """Output channels per layer, with the detector layers `layer_channels` does not know."""
+    chans = []
+    for i, (kind, opts) in enumerate(sections[1:]):
+        prev = chans[i - 1] if i > 0 else int(sections[0][1]["channels"])
+        if kind == "convolutional":
+            c = int(opts["filters"])
+        elif kind == "route":
+            groups = int(opts.get("groups", 1))
+            c = sum(chans[relative(l, i)] // groups for l in opts["layers"].split(","))
+        elif is_maxout(kind, opts):
+            c = int(opts["out_channels"])
+        elif kind == "scale_channels":
+            c = chans[relative(opts["from"], i)]
+        else:
+            c = prev
+        chans.append(c)
+    return chans
+
+
+def detector_weights(sections, rng):
+    """Random conv parameters in file order, as `random_darknet_weights` draws them."""
+    chans = detector_channels(sections)
+    convs = []
+    for i, (kind, opts) in enumerate(sections[1:]):
+        if kind != "convolutional":
+            continue
+        cin = chans[i - 1] if i > 0 else int(sections[0][1]["channels"])
+        n, k, g = int(opts["filters"]), int(opts["size"]), int(opts.get("groups", 1))
+        conv = {"bias": rng.normal(0.0, 0.2, n)}
+        if opts.get("batch_normalize", "0") == "1":
+            conv["scale"] = rng.uniform(0.5, 1.5, n)
+            conv["mean"] = rng.normal(0.0, 0.3, n)
+            conv["var"] = rng.uniform(0.5, 2.0, n)
+        conv["weights"] = rng.normal(0.0, math.sqrt(2.0 / (cin // g * k * k)), (n, cin // g, k, k))
+        convs.append({key: v.astype(np.float32) for key, v in conv.items()})
+    return convs
+
+
+def detector_forward(sections, convs, x, bn_eps):
+    """Every layer's output for a float64 batch: darknet's semantics, with [sam], [scale_channels],
+    channel max-out and [yolo] (which passes its input through: decoding is not a layer output)."""
+    outs = []
+    weights = iter(convs)
+    for i, (kind, opts) in enumerate(sections[1:]):
+        prev = outs[i - 1] if i > 0 else x
+        src = lambda key: outs[relative(opts[key], i)]
+        if kind == "convolutional":
+            t = {key: torch.from_numpy(v).double() for key, v in next(weights).items()}
+            k, stride, groups = int(opts["size"]), int(opts.get("stride", 1)), int(opts.get("groups", 1))
+            pad = k // 2 if opts.get("pad", "0") == "1" else int(opts.get("padding", 0))
+            y = F.conv2d(prev, t["weights"], None, stride, pad, 1, groups)
+            col = lambda v: v.view(1, -1, 1, 1)
+            if "scale" in t:
+                y = (y - col(t["mean"])) / torch.sqrt(col(t["var"]) + bn_eps) * col(t["scale"])
+            y = activate(y + col(t["bias"]), opts.get("activation", "logistic"))
+        elif is_maxout(kind, opts):
+            m = int(opts["out_channels"])
+            n, c, h, w = prev.shape
+            # Channel k = j * m + g lands in group g.
+            y = prev.reshape(n, c // m, m, h, w).amax(dim=1)
+        elif kind == "maxpool":
+            size, stride = int(opts["size"]), int(opts.get("stride", 1))
+            y = darknet_max_pool(prev, size, stride, int(opts.get("padding", size - 1)))
+        elif kind == "avgpool":
+            y = prev.mean(dim=(2, 3), keepdim=True)
+        elif kind == "route":
+            groups, gid = int(opts.get("groups", 1)), int(opts.get("group_id", 0))
+            parts = []
+            for l in opts["layers"].split(","):
+                part = outs[relative(l, i)]
+                n = part.shape[1] // groups
+                parts.append(part[:, gid * n : (gid + 1) * n])
+            y = torch.cat(parts, dim=1)
+        elif kind == "shortcut":
+            other = src("from")
+            assert other.shape[2:] == prev.shape[2:], "the fixtures only add maps of equal size"
+            # Different channel counts: only the leading channels both have are added.
+            n = min(prev.shape[1], other.shape[1])
+            y = torch.cat([prev[:, :n] + other[:, :n], prev[:, n:]], dim=1)
+            y = activate(y, opts.get("activation", "linear"))
+        elif kind == "upsample":
+            s = int(opts["stride"])
+            y = prev.repeat_interleave(s, dim=2).repeat_interleave(s, dim=3)
+        elif kind == "sam":
+            y = prev * src("from")
+        elif kind == "scale_channels":
+            assert prev.shape[2:] == (1, 1)
+            y = src("from") * prev
+        elif kind == "yolo":
+            y = prev
+        else:
+            raise ValueError(f"layer type {kind} not in the detector fixtures")
+        outs.append(y)
+    return outs
+
+
+def scale_down(sections, divisor, size, classes):
+    """A reference cfg at `size` with every conv's filters divided by `divisor`, rounded up to an
+    even number (so [route] groups=2 still splits, and unequal widths stay unequal), grouped convs keeping as many groups as the new widths allow,
+    and `classes` classes in every [yolo] (and its conv). Training-only [net] settings are dropped."""
+    height, width = size
+    net = {"width": str(width), "height": str(height), "channels": sections[0][1].get("channels", "3")}
+    out = [("net", net)]
+    chans = [int(net["channels"])]
+    body = sections[1:]
+    for i, (kind, opts) in enumerate(body):
+        opts = dict(opts)
+        here = len(out) - 1
+        if kind == "convolutional":
+            nxt = body[i + 1] if i + 1 < len(body) else None
+            if nxt is not None and nxt[0] == "yolo":
+                filters = len(nxt[1]["mask"].split(",")) * (classes + 5)
+            else:
+                filters = max(2, -(-int(opts["filters"]) // divisor))
+                filters += filters % 2
+            opts["filters"] = str(filters)
+            if int(opts.get("groups", 1)) > 1:
+                opts["groups"] = str(math.gcd(int(opts["groups"]), chans[-1], filters))
+        elif kind == "yolo":
+            opts["classes"] = str(classes)
+        out.append((kind, opts))
+        chans = [int(net["channels"])] + detector_channels(out)
+        assert len(chans) == here + 2
+    return out
+
+
+def cfg_text(sections, header):
+    lines = [f"# {line}" for line in header] + [""]
+    for kind, opts in sections:
+        lines.append(f"[{kind}]")
+        lines += [f"{key}={value}" for key, value in opts.items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def head_layers(sections):
+    return [i for i, (kind, _) in enumerate(sections[1:]) if kind == "yolo"]
+
+
+def opencv_layer_outputs(sections, weights_path, x, names):
+    """Outputs of OpenCV's darknet importer layers `names`, run on each image (it mishandles
+    batches for some layers) and stacked."""
+    import tempfile
+
+    import cv2
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg_path = os.path.join(tmp, "net.cfg")
+        with open(cfg_path, "w") as f:
+            f.write(explicit_activations(sections))
+        net = cv2.dnn.readNetFromDarknet(cfg_path, weights_path)
+    net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
+    net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
+    per_image = []
+    for img in x:
+        net.setInput(img[None].numpy().astype(np.float32))
+        per_image.append([np.array(y) for y in net.forward(names)])
+    return [np.concatenate([outs[k] for outs in per_image], axis=0) for k in range(len(names))]
+
+
+def opencv_head_checks(sections):
+    """(what, OpenCV layer name, our layer index) for every head. OpenCV's [yolo] outputs decoded
+    boxes, so compare the conv before it: with no batch norm and a linear activation, OpenCV's
+    `conv_<index>` is that layer's whole output, the head's input."""
+    checks = []
+    for k, i in enumerate(head_layers(sections)):
+        kind, opts = sections[i]  # sections[0] is [net]: this is layer i - 1
+        assert kind == "convolutional" and opts.get("activation") == "linear" and opts.get("batch_normalize", "0") == "0"
+        checks.append((f"head {k}", f"conv_{i - 1}", i - 1))
+    return checks
+
+
+def detector_cases():
+    """(name, sections, cfg text, batch, OpenCV checks, what OpenCV cannot check)."""
+    cases = []
+    for name, ref, divisor, size in DETECTOR_SCALED:
+        with open(os.path.join(REFERENCE_CFGS, ref)) as f:
+            sections = scale_down(parse_cfg(f.read()), divisor, size, DETECTOR_CLASSES)
+        header = [
+            f"{ref} scaled down by scripts/gen_fixtures.py: filters / {divisor} rounded up to even,",
+            f"groups reduced to fit, {DETECTOR_CLASSES} classes, {size[1]}x{size[0]} input.",
+        ]
+        cases.append((name, sections, cfg_text(sections, header), 1, opencv_head_checks(sections), None))
+    # OpenCV 4.x reads `maxpool_depth=1` as an ordinary 2x2 max pool, so it can check this cfg only
+    # up to the layer before the max-out (layer 12, the [sam] output, after [scale_channels]).
+    gap = "maxpool_depth max-out (layer 13) and everything after it; checked up to the [sam] output"
+    cases.append(("detector_layers", parse_cfg(DETECTOR_LAYERS), DETECTOR_LAYERS, 2, [("sam", "sam_12", 12)], gap))
+    return cases
+
+
+def detector_fixtures():
+    rng = np.random.default_rng(11)
+    manifest = []
+    for name, sections, text, batch, opencv_checks, opencv_gap in detector_cases():
+        convs = detector_weights(sections, rng)
+        cfg_file, weights_file, io_file = f"darknet_{name}.cfg", f"darknet_{name}.weights", f"darknet_{name}_io.safetensors"
+        weights_path = os.path.join(OUT, weights_file)
+        with open(os.path.join(OUT, cfg_file), "w") as f:
+            f.write(text)
+        write_darknet_weights(weights_path, convs, (0, 2, 5))
+
+        net = sections[0][1]
+        shape = (batch, int(net["channels"]), int(net["height"]), int(net["width"]))
+        x = torch.from_numpy(rng.uniform(0.0, 1.0, shape).astype(np.float32))
+        outs = detector_forward(sections, convs, x.double(), 1e-5)
+        heads = [outs[i] for i in head_layers(sections)]
+        n_params = sum(v.size for conv in convs for v in conv.values())
+        print(f"darknet {name}: {len(sections) - 1} layers, {n_params} parameters, heads "
+              + ", ".join(f"{list(h.shape)} max {h.abs().max():.2f}" for h in heads))
+        # OpenCV uses batch-norm eps 1e-6: compare it with our forward at that eps.
+        ours_cv = detector_forward(sections, convs, x.double(), 1e-6)
+        cv_outs = opencv_layer_outputs(sections, weights_path, x, [c[1] for c in opencv_checks])
+        for (what, _, layer), cv in zip(opencv_checks, cv_outs):
+            err = max_rel(cv, ours_cv[layer].numpy())
+            print(f"  {what} (layer {layer}): OpenCV vs ours (eps 1e-6): max rel err {err:.2e}")
+            assert err < 1e-5, f"{name} {what}: OpenCV disagrees with the reference implementation ({err})"
+
+        tensors = {"input": x}
+        tensors.update({f"head_{k}": h.float().contiguous() for k, h in enumerate(heads)})
+        save_file(tensors, os.path.join(OUT, io_file))
+        manifest.append({
+            "name": name,
+            "cfg": cfg_file,
+            "weights": weights_file,
+            "io": io_file,
+            "layers": len(sections) - 1,
+            "yolo_layers": head_layers(sections),
+            "head_shapes": [list(h.shape) for h in heads],
+            "classes": DETECTOR_CLASSES,
+            "opencv_checked": [f"{what} (layer {layer})" for what, _, layer in opencv_checks],
+            "opencv_cannot_check": opencv_gap,
+        })
+    return manifest
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     reduced = {}
@@ -683,6 +1160,7 @@ def main():
     write_json("timm_reduced.json", reduced)
     write_json("timm_full_keys.json", timm_full_keys(), one_line_values=True)
     write_json("darknet.json", darknet_fixtures())
+    write_json("darknet_detectors.json", detector_fixtures())
     total = sum(os.path.getsize(os.path.join(OUT, f)) for f in os.listdir(OUT))
     print(f"fixtures: {total / 1e6:.2f} MB in {OUT}")
 

@@ -118,3 +118,41 @@ fn bench_json_reports_median_and_throughput() {
     assert!(v["images_per_s"].as_f64().unwrap() > 0.0);
     assert_eq!(v["threads"], 1);
 }
+
+#[test]
+fn predict_raw_tensors_of_a_detector_writes_every_head() {
+    // The scaled-down detector fixture: three [yolo] heads at strides 8, 16 and 32.
+    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join("fixtures");
+    let cfg = fixtures.join("darknet_csdarknet53_panet_spp.cfg");
+    let weights = fixtures.join("darknet_csdarknet53_panet_spp.weights");
+    let io_path = fixtures.join("darknet_csdarknet53_panet_spp_io.safetensors");
+    let io = candle_core::safetensors::load(io_path, &Device::Cpu).unwrap();
+    let input = tmp("detector-in.safetensors");
+    let output = tmp("detector-out.safetensors");
+    candle_core::safetensors::save(&[("input", io["input"].clone())].into_iter().collect(), &input).unwrap();
+    let (ok, _, err) = csp_model(&[
+        "predict",
+        "--cfg",
+        cfg.to_str().unwrap(),
+        "--weights",
+        weights.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let heads = candle_core::safetensors::load(&output, &Device::Cpu).unwrap();
+    let mut names: Vec<&String> = heads.keys().collect();
+    names.sort();
+    assert_eq!(names, ["head_0", "head_1", "head_2"]);
+    // Raw maps: 3 anchors x (3 classes + 5) channels on 64x96 / 8, 16, 32, equal to the reference.
+    for (k, (h, w)) in [(8, 12), (4, 6), (2, 3)].into_iter().enumerate() {
+        let name = format!("head_{k}");
+        assert_eq!(heads[&name].dims(), &[1, 24, h, w], "{name}");
+        let reference = &io[&name];
+        let scale = reference.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap().max(1.0);
+        let diff = (&heads[&name] - reference).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(diff <= 1e-4 * scale, "{name}: {diff} vs scale {scale}");
+    }
+}

@@ -578,3 +578,195 @@ fn every_reference_cfg_runs_at_a_small_size() {
         }
     }
 }
+
+/// Channel attention then spatial attention, as YOLOv4-family cfgs write them.
+const ATTENTION: &str = "
+[net]
+width=8
+height=6
+channels=3
+
+# 0: 4x6x8
+[convolutional]
+batch_normalize=1
+filters=4
+size=3
+stride=1
+pad=1
+activation=mish
+
+# 1: 4x1x1
+[avgpool]
+
+# 2: per-channel gate
+[convolutional]
+filters=4
+size=1
+stride=1
+pad=1
+activation=logistic
+
+# 3: layer 0 scaled per channel by layer 2
+[scale_channels]
+from=-3
+
+# 4: spatial gate
+[convolutional]
+batch_normalize=1
+filters=4
+size=3
+stride=1
+pad=1
+activation=logistic
+
+# 5: gate * layer 3
+[sam]
+from=-2
+activation=linear
+
+# 6: max-out 4 -> 2; size and stride do not apply
+[maxpool]
+maxpool_depth=1
+out_channels=2
+size=2
+stride=2
+";
+
+#[test]
+fn sam_and_scale_channels_multiply_the_right_maps() {
+    let net = parse_cfg_str(ATTENTION, "attention.cfg").unwrap();
+    assert_eq!(net.layers[3].op, Op::ScaleChannels { from: 0 });
+    assert_eq!(net.layers[5].op, Op::Sam { from: 3 });
+    assert_eq!(net.layers[6].op, Op::Maxout { out_channels: 2 });
+    assert!(net.layers[5].origin.ends_with("attention.cfg:41"), "{}", net.layers[5].origin);
+    let shapes = net.shapes(6, 8).unwrap();
+    let got: Vec<(usize, usize, usize)> = shapes.iter().map(|s| (s.c, s.h, s.w)).collect();
+    assert_eq!(got, [(4, 6, 8), (4, 1, 1), (4, 1, 1), (4, 6, 8), (4, 6, 8), (4, 6, 8), (2, 6, 8)]);
+
+    let model = model_from(&net, random_params(&net));
+    let x = Tensor::rand(0f32, 1f32, (2, 3, 6, 8), &Device::Cpu).unwrap();
+    let features = model.run(&x, 0).unwrap();
+    // `run` flattens a 1x1 map to [N, C].
+    let gate = model.run(&x, 2).unwrap().reshape((2, 4, 1, 1)).unwrap();
+    let scaled = model.run(&x, 3).unwrap();
+    assert_eq!(max_abs_diff(&scaled, &features.broadcast_mul(&gate).unwrap()), 0.0);
+    let spatial = model.run(&x, 4).unwrap();
+    let attended = model.run(&x, 5).unwrap();
+    assert_eq!(max_abs_diff(&attended, &(&spatial * &scaled).unwrap()), 0.0);
+}
+
+#[test]
+fn maxout_takes_the_max_over_channels_k_mod_m() {
+    let cfg = "[net]\nwidth=3\nheight=2\nchannels=6\n[maxpool]\nmaxpool_depth=1\nout_channels=2\n";
+    let net = parse_cfg_str(cfg, "maxout.cfg").unwrap();
+    let model = model_from(&net, HashMap::new());
+    // Channel k is constant v[k]. Groups by k mod 2: {1, 5, 3} and {6, 2, 4}; contiguous groups
+    // ({1, 6, 5}, {2, 3, 4}) would give 6 and 4 instead.
+    let v = [1f32, 6., 5., 2., 3., 4.];
+    let data: Vec<f32> = v.iter().flat_map(|&c| std::iter::repeat_n(c, 6)).collect();
+    let x = Tensor::from_vec(data, (1, 6, 2, 3), &Device::Cpu).unwrap();
+    let y = model.forward(&x).unwrap();
+    assert_eq!(y.dims(), &[1, 2, 2, 3]);
+    let y = y.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert!(y[..6].iter().all(|&a| a == 5.0) && y[6..].iter().all(|&a| a == 6.0), "{y:?}");
+    // Channels that do not split into the groups are refused at the section's line.
+    let (line, msg) = cfg_error("[net]\nwidth=3\nheight=2\nchannels=6\n[maxpool]\nmaxpool_depth=1\nout_channels=4\n");
+    assert_eq!(line, 5);
+    assert!(msg.contains("max-out"), "{msg}");
+}
+
+/// A head with the [yolo] settings of the YOLOv4-family cfgs.
+const YOLOV4_HEAD: &str = "[net]
+width=16
+height=16
+channels=3
+[convolutional]
+filters=16
+size=1
+activation=linear
+[yolo]
+mask = 0,1
+anchors = 12, 16, 19, 36, 40, 28
+classes=3
+num=3
+jitter=.3
+ignore_thresh = .7
+truth_thresh = 1
+scale_x_y = 1.2
+iou_thresh=0.213
+cls_normalizer=1.0
+iou_normalizer=0.07
+iou_loss=ciou
+nms_kind=greedynms
+beta_nms=0.6
+max_delta=5
+random=1
+resize=1.5
+";
+
+#[test]
+fn yolov4_yolo_options_parse() {
+    let net = parse_cfg_str(YOLOV4_HEAD, "v4.cfg").unwrap();
+    let Op::Yolo(y) = &net.layers[1].op else { panic!("{:?}", net.layers[1].op) };
+    assert_eq!((y.mask.clone(), y.anchors[1], y.classes, y.scale_x_y), (vec![0, 1], [19.0, 36.0], 3, 1.2));
+    assert_eq!(net.preprocess, Preprocess::DARKNET_DETECTOR);
+    assert_eq!(net.num_classes, 3);
+    let diou = YOLOV4_HEAD.replace("nms_kind=greedynms", "nms_kind=diounms");
+    assert!(parse_cfg_str(&diou, "v4.cfg").is_ok());
+
+    // The [yolo] section starts on line 9; `nms_kind` is on line 22, `beta_nms` on 23, and an
+    // appended option on 27.
+    let (line, msg) = cfg_error(&YOLOV4_HEAD.replace("nms_kind=greedynms", "nms_kind=softnms"));
+    assert_eq!(line, 22);
+    assert!(msg.contains("nms_kind=softnms") && msg.contains("diounms"), "{msg}");
+    let (line, msg) = cfg_error(&YOLOV4_HEAD.replace("beta_nms=0.6", "beta_nms=high"));
+    assert_eq!(line, 23);
+    assert!(msg.contains("beta_nms"), "{msg}");
+    let (line, msg) = cfg_error(&format!("{YOLOV4_HEAD}new_coords=1\n"));
+    assert_eq!(line, 27);
+    assert!(msg.contains("new_coords"), "{msg}");
+    assert!(parse_cfg_str(&format!("{YOLOV4_HEAD}new_coords=0\n"), "v4.cfg").is_ok());
+    // Tracking embeddings and class maps change what the head means: refused, not ignored.
+    let (line, msg) = cfg_error(&format!("{YOLOV4_HEAD}embedding_layer=-2\n"));
+    assert_eq!(line, 27);
+    assert!(msg.contains("embedding_layer") && msg.contains("unsupported"), "{msg}");
+    let (line, _) = cfg_error(&format!("{YOLOV4_HEAD}map=data/inet9k.map\n"));
+    assert_eq!(line, 27);
+}
+
+#[test]
+fn attention_errors_name_the_line() {
+    // ATTENTION: [scale_channels] header on line 28, `from` on 29; [sam] header 41, `from` 42,
+    // `activation` 43.
+    let with = |old: &str, new: &str| {
+        assert!(ATTENTION.contains(old), "{old}");
+        ATTENTION.replacen(old, new, 1)
+    };
+    let (line, msg) = cfg_error(&with("from=-3\n", "from=-3\nscale_wh=1\n"));
+    assert_eq!(line, 30);
+    assert!(msg.contains("scale_wh=1"), "{msg}");
+    assert!(parse_cfg_str(&with("from=-3\n", "from=-3\nscale_wh=0\n"), "ok.cfg").is_ok());
+    let (line, msg) = cfg_error(&with("activation=linear\n\n# 6", "activation=logistic\n\n# 6"));
+    assert_eq!(line, 43);
+    assert!(msg.contains("activation=logistic"), "{msg}");
+    let (line, msg) = cfg_error(&with("from=-3\n", "from=-30\n"));
+    assert_eq!(line, 29);
+    assert!(msg.contains("before the first layer"), "{msg}");
+    let (line, msg) = cfg_error(&with("from=-2\nactivation", "from=-2,-3\nactivation"));
+    assert_eq!(line, 42);
+    assert!(msg.contains("one layer"), "{msg}");
+    let (line, msg) = cfg_error(&with("from=-3\n", "\n"));
+    assert_eq!(line, 28);
+    assert!(msg.contains("missing `from`"), "{msg}");
+    let (line, msg) = cfg_error(&with("from=-2\nactivation", "from=-2\nweights_type=1\nactivation"));
+    assert_eq!(line, 43);
+    assert!(msg.contains("unsupported option"), "{msg}");
+    // Shape checks: [sam] of maps that differ (layer 1 is 4x1x1), [scale_channels] by a map
+    // that is not 1x1 (a size-1 max pool in place of the global mean makes the gate 4x6x8).
+    let (line, msg) = cfg_error(&with("from=-2\nactivation", "from=1\nactivation"));
+    assert_eq!(line, 41);
+    assert!(msg.contains("sam"), "{msg}");
+    let (line, msg) = cfg_error(&with("# 1: 4x1x1\n[avgpool]", "# 1\n[maxpool]\nsize=1"));
+    assert_eq!(line, 29);
+    assert!(msg.contains("scale"), "{msg}");
+}

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use csp_models::backbones::timm::TimmCspConfig;
+use csp_models::network::Op;
+use csp_models::preprocess::Preprocess;
 use csp_models::weights::{load_model, Arch};
 use csp_models::Model;
 use serde_json::Value;
@@ -199,6 +201,48 @@ fn darknet_cfgs_match_reference_outputs() {
             let model = load_model(Some(&arch), Some(&weights), &Device::Cpu, fold).unwrap();
             let ours = model.forward(input).unwrap();
             assert_close(&ours, output, &format!("darknet {name} (fold {fold})"));
+        }
+    }
+}
+
+/// The official CSP detector cfgs scaled down, and a small cfg with the YOLOv4-family layers
+/// ([sam], [scale_channels], max-out, mish, SPP): every head against the reference implementation.
+#[test]
+fn darknet_detectors_match_reference_heads() {
+    let manifest = read_json("darknet_detectors.json");
+    let cases = manifest.as_array().unwrap();
+    assert_eq!(cases.len(), 3);
+    for case in cases {
+        let name = case["name"].as_str().unwrap();
+        let cfg = fixture(case["cfg"].as_str().unwrap());
+        let weights = fixture(case["weights"].as_str().unwrap());
+        let io = load_tensors(case["io"].as_str().unwrap());
+        let input = &io["input"];
+        let head_shapes = case["head_shapes"].as_array().unwrap();
+        let yolo_layers = usizes(&case["yolo_layers"]);
+
+        let net = csp_models::darknet::parse_cfg_file(&cfg).unwrap();
+        assert_eq!(net.layers.len(), case["layers"].as_u64().unwrap() as usize, "{name}: one layer per section");
+        let ours_yolo: Vec<usize> =
+            net.layers.iter().enumerate().filter(|(_, l)| matches!(l.op, Op::Yolo(_))).map(|(i, _)| i).collect();
+        assert_eq!(ours_yolo, yolo_layers, "{name}: [yolo] layer indices");
+        assert_eq!(net.num_classes, case["classes"].as_u64().unwrap() as usize, "{name}: classes");
+        assert_eq!(net.preprocess, Preprocess::DARKNET_DETECTOR, "{name}");
+
+        let arch = Arch::DarknetCfg(cfg.clone());
+        for fold in [true, false] {
+            let model = load_model(Some(&arch), Some(&weights), &Device::Cpu, fold).unwrap();
+            let heads = model.forward_heads(input).unwrap();
+            assert_eq!(heads.len(), head_shapes.len(), "{name}: number of heads");
+            for (k, head) in heads.iter().enumerate() {
+                let reference = &io[&format!("head_{k}")];
+                assert_eq!(head.dims(), usizes(&head_shapes[k]).as_slice(), "{name} head {k}: shape");
+                assert_eq!(reference.dims(), head.dims(), "{name} head {k}: fixture shape");
+                assert_close(head, reference, &format!("darknet {name} head {k} (fold {fold})"));
+            }
+            // A [yolo] layer passes its input through: its own output is the head.
+            let last = model.run(input, yolo_layers[yolo_layers.len() - 1]).unwrap();
+            assert_close(&last, &io[&format!("head_{}", heads.len() - 1)], &format!("{name}: run"));
         }
     }
 }

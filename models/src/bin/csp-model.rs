@@ -48,7 +48,8 @@ enum Command {
         /// safetensors file with tensor `input` [N,3,H,W] f32.
         #[arg(long, requires = "output")]
         input: Option<PathBuf>,
-        /// Where to write tensor `output` (the model's final output: logits for classifiers).
+        /// Where to write the result: tensor `output` (logits for classifiers), or for detectors
+        /// `head_0`, `head_1`, ... (each [yolo] head's raw map, [N, anchors*(5+classes), H, W]).
         #[arg(long)]
         output: Option<PathBuf>,
         #[arg(long, default_value_t = 5)]
@@ -187,8 +188,15 @@ fn summary(arch: &Arch, size: Option<usize>, classes: usize, json: bool) -> Resu
 fn predict_tensors(model: &Model, input: &Path, output: &Path) -> Result<()> {
     let tensors = candle_core::safetensors::load(input, &Device::Cpu).with_context(|| format!("reading {}", input.display()))?;
     let x = tensors.get("input").with_context(|| format!("{} has no tensor `input`", input.display()))?;
-    let y = model.forward(&x.to_dtype(DType::F32)?)?;
-    candle_core::safetensors::save(&[("output", y)].into_iter().collect(), output)?;
+    let x = x.to_dtype(DType::F32)?;
+    // Detectors: one raw map per [yolo] head, [N, anchors * (5 + classes), H, W], before decoding.
+    let is_detector = model.net.layers.iter().any(|l| matches!(l.op, csp_models::network::Op::Yolo(_)));
+    let named: std::collections::HashMap<String, Tensor> = if is_detector {
+        model.forward_heads(&x)?.into_iter().enumerate().map(|(k, t)| (format!("head_{k}"), t)).collect()
+    } else {
+        [("output".to_string(), model.forward(&x)?)].into_iter().collect()
+    };
+    candle_core::safetensors::save(&named, output)?;
     Ok(())
 }
 

@@ -33,8 +33,17 @@ const YOLO_TRAINING: &[&str] = &[
     "resize",
     "focal_loss",
     "max",
-    "map",
+    "show_details",
+    "iou_thresh_kind",
+    "track_history_size",
+    "sim_thresh",
+    "dets_for_track",
+    "dets_for_show",
+    "track_ciou_norm",
 ];
+
+/// Darknet's `nms_kind` values for `[yolo]` (anything else falls back to `default` there; we refuse it).
+const NMS_KINDS: &[&str] = &["default", "greedynms", "diounms"];
 
 /// The parameter prefix of darknet layer `i`.
 pub fn layer_name(i: usize) -> String {
@@ -149,6 +158,7 @@ impl Builder<'_> {
             Op::Conv(c) => c.out_channels,
             Op::Route { layers, groups, .. } => layers.iter().map(|&l| self.channels[l] / groups).sum(),
             Op::Maxout { out_channels } => *out_channels,
+            Op::ScaleChannels { from } => self.channels[*from],
             _ => self.prev_channels(),
         };
         self.layers.push(Layer { op, origin: format!("{}:{line}", self.path) });
@@ -168,8 +178,10 @@ impl Builder<'_> {
             "upsample" => upsample(o),
             "softmax" | "soft" => softmax(o),
             "yolo" => yolo(o),
+            "sam" => Ok(Op::Sam { from: self.gate_source(o, &[])? }),
+            "scale_channels" => self.scale_channels(o),
             "net" | "network" => Err(o.error("only the first section may be [net]")),
-            other => Err(o.error(format!("unsupported section [{other}] (supported: net, convolutional, maxpool, avgpool, route, shortcut, upsample, softmax, yolo)"))),
+            other => Err(o.error(format!("unsupported section [{other}] (supported: net, convolutional, maxpool, avgpool, route, shortcut, upsample, softmax, yolo, sam, scale_channels)"))),
         }
     }
 
@@ -286,6 +298,33 @@ impl Builder<'_> {
         Ok(Op::Shortcut { from, activation })
     }
 
+    fn scale_channels(&self, o: &Options) -> Result<Op> {
+        if let Some(e) = o.entry("scale_wh") {
+            if o.flag("scale_wh")? {
+                return Err(o.entry_error(e, "per-pixel scaling (scale_wh=1) is not supported"));
+            }
+        }
+        Ok(Op::ScaleChannels { from: self.gate_source(o, &["scale_wh"])? })
+    }
+
+    /// The `from` layer of `[sam]` and `[scale_channels]`. Both multiply the previous output
+    /// with it, then apply `activation` (darknet's default linear, the only one supported).
+    fn gate_source(&self, o: &Options, extra_keys: &[&str]) -> Result<usize> {
+        let known: Vec<&str> = ["from", "activation"].iter().chain(extra_keys).copied().collect();
+        o.check_keys(&known, TRAINING)?;
+        if let Some(e) = o.entry("activation").filter(|e| e.value != "linear") {
+            return Err(o.entry_error(e, "only activation=linear is supported after the product"));
+        }
+        let entry = o.entry("from").ok_or_else(|| o.error("missing `from`"))?;
+        let Some(from) = o.list::<i64>("from")? else {
+            return Err(o.error("missing `from`"));
+        };
+        let [from] = from[..] else {
+            return Err(o.entry_error(entry, "exactly one layer is expected"));
+        };
+        self.resolve(from).ok_or_else(|| o.entry_error(entry, self.bad_ref(from)))
+    }
+
     /// Darknet indices: negative ones count back from the current layer.
     fn resolve(&self, r: i64) -> Option<usize> {
         let here = self.index() as i64;
@@ -336,8 +375,18 @@ fn softmax(o: &Options) -> Result<Op> {
 
 fn yolo(o: &Options) -> Result<Op> {
     o.check_keys(&["mask", "anchors", "classes", "num", "scale_x_y", "new_coords"], YOLO_TRAINING)?;
-    if o.flag("new_coords")? {
-        return Err(o.error("new_coords=1 (scaled-YOLOv4 decoding) is not supported"));
+    if let Some(e) = o.entry("new_coords") {
+        if o.flag("new_coords")? {
+            return Err(o.entry_error(e, "scaled-YOLOv4 box decoding (new_coords=1) is not supported"));
+        }
+    }
+    // Detection-time NMS settings: checked here, chosen at detection time (they are not part of
+    // the head's forward pass).
+    if let Some(e) = o.entry("nms_kind").filter(|e| !NMS_KINDS.contains(&e.value.as_str())) {
+        return Err(o.entry_error(e, format!("unknown NMS kind (expected one of {})", NMS_KINDS.join(", "))));
+    }
+    for key in ["beta_nms", "iou_thresh", "ignore_thresh", "truth_thresh", "jitter", "max_delta"] {
+        o.parse_or::<f32>(key, 0.0)?;
     }
     let num = o.positive_or("num", 1)?;
     let classes = o.parse_or::<usize>("classes", 20)?;
