@@ -248,11 +248,8 @@ fn sample_like(from: &Tensor, like: &Tensor) -> Result<Tensor> {
         return Ok(from.clone());
     }
     let stride = (wf / w.max(1)).max(1);
-    let pick =
-        |n: usize| Tensor::arange_step(0u32, (n * stride) as u32, stride as u32, from.device());
-    Ok(from
-        .index_select(&pick(h)?, 2)?
-        .index_select(&pick(w)?, 3)?)
+    let pick = |n: usize| Tensor::arange_step(0u32, (n * stride) as u32, stride as u32, from.device());
+    Ok(from.index_select(&pick(h)?, 2)?.index_select(&pick(w)?, 3)?)
 }
 
 fn l_name(net: &Network, i: usize) -> String {

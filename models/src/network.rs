@@ -44,20 +44,39 @@ impl YoloSpec {
 pub enum Op {
     Conv(ConvSpec),
     /// Darknet max pooling (see [`crate::layers::max_pool`]).
-    MaxPool { size: usize, stride: usize, padding: usize },
+    MaxPool {
+        size: usize,
+        stride: usize,
+        padding: usize,
+    },
     /// Global average pooling to 1x1.
     AvgPool,
     /// Concatenation of earlier outputs along channels; with `groups > 1` each input contributes
     /// its channel slice `[group_id * C / groups, (group_id + 1) * C / groups)`.
-    Route { layers: Vec<usize>, groups: usize, group_id: usize },
+    Route {
+        layers: Vec<usize>,
+        groups: usize,
+        group_id: usize,
+    },
     /// Channels `[start, start + len)` of layer `from` (uneven CSP splits).
-    Slice { from: usize, start: usize, len: usize },
+    Slice {
+        from: usize,
+        start: usize,
+        len: usize,
+    },
     /// Previous output + output of `from` on the leading channels both have, then `activation`.
-    Shortcut { from: usize, activation: Activation },
+    Shortcut {
+        from: usize,
+        activation: Activation,
+    },
     /// Nearest-neighbour upsampling.
-    Upsample { stride: usize },
+    Upsample {
+        stride: usize,
+    },
     /// Channel max-out: out[g] = max over channels k with k mod out_channels == g.
-    Maxout { out_channels: usize },
+    Maxout {
+        out_channels: usize,
+    },
     /// Fully connected layer on a globally pooled map; output [N, out].
     Linear(LinearSpec),
     /// Softmax over channels. `forward` stops before a trailing softmax (it returns logits).
@@ -66,10 +85,14 @@ pub enum Op {
     Yolo(YoloSpec),
     /// Spatial attention (darknet `[sam]`): previous output * output of `from`, elementwise. The
     /// gate's sigmoid is the activation of the conv that produced it.
-    Sam { from: usize },
+    Sam {
+        from: usize,
+    },
     /// Channel attention (darknet `[scale_channels]`): output of `from` scaled per channel by the
     /// previous output, which is [C, 1, 1].
-    ScaleChannels { from: usize },
+    ScaleChannels {
+        from: usize,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -192,7 +215,10 @@ impl Network {
                     for &l in layers {
                         let s = out[l];
                         if (s.h, s.w) != (first.h, first.w) {
-                            return Err(err(format!("layer {l} is {}x{}, layer {} is {}x{}", s.h, s.w, layers[0], first.h, first.w)));
+                            return Err(err(format!(
+                                "layer {l} is {}x{}, layer {} is {}x{}",
+                                s.h, s.w, layers[0], first.h, first.w
+                            )));
                         }
                         if !s.c.is_multiple_of(*groups) {
                             return Err(err(format!(
@@ -217,20 +243,14 @@ impl Network {
                     // integer size ratio (the strided residual blocks of resnet10.cfg).
                     let stride = s.w / prev.w.max(1);
                     if s.h < prev.h || s.w < prev.w || s.h / prev.h.max(1) != stride {
-                        return Err(err(format!(
-                            "adds a {}x{} map to a {}x{} one",
-                            s.h, s.w, prev.h, prev.w
-                        )));
+                        return Err(err(format!("adds a {}x{} map to a {}x{} one", s.h, s.w, prev.h, prev.w)));
                     }
                     prev
                 }
                 Op::Upsample { stride } => Shape { c: prev.c, h: prev.h * stride, w: prev.w * stride },
                 Op::Maxout { out_channels } => {
                     if *out_channels == 0 || !prev.c.is_multiple_of(*out_channels) {
-                        return Err(err(format!(
-                            "{} channels do not max-out to {out_channels}",
-                            prev.c
-                        )));
+                        return Err(err(format!("{} channels do not max-out to {out_channels}", prev.c)));
                     }
                     Shape { c: *out_channels, ..prev }
                 }
@@ -243,7 +263,13 @@ impl Network {
                 Op::Softmax => prev,
                 Op::Yolo(y) => {
                     if prev.c != y.channels() {
-                        return Err(err(format!("expects {} channels ({} anchors x ({} classes + 5)), gets {}", y.channels(), y.mask.len(), y.classes, prev.c)));
+                        return Err(err(format!(
+                            "expects {} channels ({} anchors x ({} classes + 5)), gets {}",
+                            y.channels(),
+                            y.mask.len(),
+                            y.classes,
+                            prev.c
+                        )));
                     }
                     if let Some(&m) = y.mask.iter().find(|&&m| m >= y.anchors.len()) {
                         return Err(err(format!("mask {m} names a missing anchor (there are {})", y.anchors.len())));

@@ -7,7 +7,11 @@ use candle_core::{Device, Tensor};
 
 fn csp_model(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_csp-model")).args(args).output().expect("run csp-model");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 fn tmp(name: &str) -> PathBuf {
@@ -93,8 +97,16 @@ fn predict_classifies_an_image_file() {
     .unwrap();
     let weights = tmp("r50.safetensors");
     csp_models::weights::native::save(&model, &weights).unwrap();
-    let (ok, out, err) =
-        csp_model(&["predict", "--weights", weights.to_str().unwrap(), "--image", img.to_str().unwrap(), "--top-k", "3", "--json"]);
+    let (ok, out, err) = csp_model(&[
+        "predict",
+        "--weights",
+        weights.to_str().unwrap(),
+        "--image",
+        img.to_str().unwrap(),
+        "--top-k",
+        "3",
+        "--json",
+    ]);
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let classes = v[0]["classes"].as_array().unwrap();
@@ -102,14 +114,27 @@ fn predict_classifies_an_image_file() {
     let scores: Vec<f64> = classes.iter().map(|c| c["score"].as_f64().unwrap()).collect();
     assert!(scores.windows(2).all(|w| w[0] >= w[1]) && scores[0] <= 1.0);
     // A file that is not an image is an error, not a panic.
-    let (ok, _, err) = csp_model(&["predict", "--weights", weights.to_str().unwrap(), "--image", weights.to_str().unwrap()]);
+    let (ok, _, err) =
+        csp_model(&["predict", "--weights", weights.to_str().unwrap(), "--image", weights.to_str().unwrap()]);
     assert!(!ok && err.contains("image"), "{err}");
 }
 
 #[test]
 fn bench_json_reports_median_and_throughput() {
     let (ok, out, err) = csp_model(&[
-        "bench", "--arch", "cspdarknet53", "--batch", "1", "--size", "64", "--iters", "2", "--warmup", "1", "--threads", "1",
+        "bench",
+        "--arch",
+        "cspdarknet53",
+        "--batch",
+        "1",
+        "--size",
+        "64",
+        "--iters",
+        "2",
+        "--warmup",
+        "1",
+        "--threads",
+        "1",
         "--json",
     ]);
     assert!(ok, "{err}");

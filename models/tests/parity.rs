@@ -18,10 +18,7 @@ use serde_json::Value;
 const TOLERANCE: f32 = 1e-4;
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests")
-        .join("fixtures")
-        .join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("fixtures").join(name)
 }
 
 fn read_json(name: &str) -> Value {
@@ -34,11 +31,7 @@ fn load_tensors(name: &str) -> HashMap<String, Tensor> {
 }
 
 fn usizes(v: &Value) -> Vec<usize> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as usize)
-        .collect()
+    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect()
 }
 
 /// max |ours - reference| <= TOLERANCE * max(1, max |reference|), over the flattened outputs.
@@ -50,22 +43,12 @@ fn assert_close(ours: &Tensor, reference: &Tensor, what: &str) {
         ours.dims(),
         reference.dims()
     );
-    assert_eq!(
-        ours.dim(0).unwrap(),
-        reference.dim(0).unwrap(),
-        "{what}: batch size"
-    );
+    assert_eq!(ours.dim(0).unwrap(), reference.dim(0).unwrap(), "{what}: batch size");
     let a = ours.flatten_all().unwrap().to_vec1::<f32>().unwrap();
     let b = reference.flatten_all().unwrap().to_vec1::<f32>().unwrap();
     let scale = b.iter().fold(1f32, |m, x| m.max(x.abs()));
-    let diff = a
-        .iter()
-        .zip(&b)
-        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-    assert!(
-        diff.is_finite() && diff <= TOLERANCE * scale,
-        "{what}: max |diff| {diff} exceeds {TOLERANCE} x {scale}"
-    );
+    let diff = a.iter().zip(&b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    assert!(diff.is_finite() && diff <= TOLERANCE * scale, "{what}: max |diff| {diff} exceeds {TOLERANCE} x {scale}");
 }
 
 fn timm_config(arch: &str) -> TimmCspConfig {
@@ -92,10 +75,7 @@ fn reduced_config(arch: &str, entry: &Value) -> TimmCspConfig {
 }
 
 fn shapes(tensors: impl IntoIterator<Item = (String, Tensor)>) -> BTreeMap<String, Vec<usize>> {
-    tensors
-        .into_iter()
-        .map(|(n, t)| (n, t.dims().to_vec()))
-        .collect()
+    tensors.into_iter().map(|(n, t)| (n, t.dims().to_vec())).collect()
 }
 
 #[test]
@@ -113,24 +93,12 @@ fn timm_reduced_models_match_timm_logits() {
         let vb = VarBuilder::from_tensors(weights.clone(), DType::F32, &Device::Cpu);
         let unfolded = Model::load_unfolded(net.clone(), vb).unwrap();
         // Every timm tensor is used, with timm's shape: the reduced architecture is timm's.
-        assert_eq!(
-            shapes(unfolded.tensors()),
-            shapes(weights.clone()),
-            "{arch}: parameter names and shapes"
-        );
-        assert_close(
-            &unfolded.forward(input).unwrap(),
-            logits,
-            &format!("{arch} unfolded"),
-        );
+        assert_eq!(shapes(unfolded.tensors()), shapes(weights.clone()), "{arch}: parameter names and shapes");
+        assert_close(&unfolded.forward(input).unwrap(), logits, &format!("{arch} unfolded"));
 
         let vb = VarBuilder::from_tensors(weights, DType::F32, &Device::Cpu);
         let folded = Model::load(net, vb).unwrap();
-        assert_close(
-            &folded.forward(input).unwrap(),
-            logits,
-            &format!("{arch} folded"),
-        );
+        assert_close(&folded.forward(input).unwrap(), logits, &format!("{arch} folded"));
     }
 }
 
@@ -140,26 +108,13 @@ fn timm_full_size_models_have_timm_state_dict_layout() {
     let manifest = manifest.as_object().unwrap();
     assert_eq!(manifest.len(), 3);
     for (arch, keys) in manifest {
-        let expected: BTreeMap<String, Vec<usize>> = keys
-            .as_object()
-            .unwrap()
-            .iter()
-            .map(|(n, shape)| (n.clone(), usizes(shape)))
-            .collect();
-        let model = load_model(
-            Some(&Arch::Builtin(arch.clone())),
-            None,
-            &Device::Cpu,
-            false,
-        )
-        .unwrap();
+        let expected: BTreeMap<String, Vec<usize>> =
+            keys.as_object().unwrap().iter().map(|(n, shape)| (n.clone(), usizes(shape))).collect();
+        let model = load_model(Some(&Arch::Builtin(arch.clone())), None, &Device::Cpu, false).unwrap();
         let ours = shapes(model.tensors());
         let missing: Vec<_> = expected.keys().filter(|k| !ours.contains_key(*k)).collect();
         let extra: Vec<_> = ours.keys().filter(|k| !expected.contains_key(*k)).collect();
-        assert!(
-            missing.is_empty() && extra.is_empty(),
-            "{arch}: missing {missing:?}, extra {extra:?}"
-        );
+        assert!(missing.is_empty() && extra.is_empty(), "{arch}: missing {missing:?}, extra {extra:?}");
         for (name, shape) in &expected {
             assert_eq!(&ours[name], shape, "{arch}: shape of {name}");
         }
@@ -177,19 +132,11 @@ fn darknet_cfgs_match_reference_outputs() {
         let weights = fixture(case["weights"].as_str().unwrap());
         let io = load_tensors(case["io"].as_str().unwrap());
         let (input, output) = (&io["input"], &io["output"]);
-        assert_eq!(
-            output.dims(),
-            usizes(&case["output_shape"]).as_slice(),
-            "{name}: fixture output shape"
-        );
+        assert_eq!(output.dims(), usizes(&case["output_shape"]).as_slice(), "{name}: fixture output shape");
 
         let net = csp_models::darknet::parse_cfg_file(&cfg).unwrap();
         let sections = case["layers"].as_u64().unwrap() as usize;
-        assert_eq!(
-            net.layers.len(),
-            sections,
-            "{name}: one layer per cfg section"
-        );
+        assert_eq!(net.layers.len(), sections, "{name}: one layer per cfg section");
         assert_eq!(
             (net.input_size.0, net.input_size.1),
             (input.dim(2).unwrap(), input.dim(3).unwrap()),

@@ -60,19 +60,52 @@ impl TimmCspConfig {
     pub fn cspresnet50() -> Self {
         TimmCspConfig {
             stem: StemConfig { out_channels: 64, kernel: 7, stride: 2, max_pool: true },
-            stages: stages(&[3, 3, 5, 2], &[128, 256, 512, 1024], &[1, 2], &[2.0], &[0.5], &[1.0], 1, BlockType::Bottleneck, false, true),
+            stages: stages(
+                &[3, 3, 5, 2],
+                &[128, 256, 512, 1024],
+                &[1, 2],
+                &[2.0],
+                &[0.5],
+                &[1.0],
+                1,
+                BlockType::Bottleneck,
+                false,
+                true,
+            ),
         }
     }
     pub fn cspresnext50() -> Self {
         TimmCspConfig {
             stem: StemConfig { out_channels: 64, kernel: 7, stride: 2, max_pool: true },
-            stages: stages(&[3, 3, 5, 2], &[256, 512, 1024, 2048], &[1, 2], &[1.0], &[1.0], &[0.5], 32, BlockType::Bottleneck, false, true),
+            stages: stages(
+                &[3, 3, 5, 2],
+                &[256, 512, 1024, 2048],
+                &[1, 2],
+                &[1.0],
+                &[1.0],
+                &[0.5],
+                32,
+                BlockType::Bottleneck,
+                false,
+                true,
+            ),
         }
     }
     pub fn cspdarknet53() -> Self {
         TimmCspConfig {
             stem: StemConfig { out_channels: 32, kernel: 3, stride: 1, max_pool: false },
-            stages: stages(&[1, 2, 8, 8, 4], &[64, 128, 256, 512, 1024], &[2], &[2.0, 1.0], &[0.5, 1.0], &[1.0, 0.5], 1, BlockType::Dark, true, false),
+            stages: stages(
+                &[1, 2, 8, 8, 4],
+                &[64, 128, 256, 512, 1024],
+                &[2],
+                &[2.0, 1.0],
+                &[0.5, 1.0],
+                &[1.0, 0.5],
+                1,
+                BlockType::Dark,
+                true,
+                false,
+            ),
         }
     }
 

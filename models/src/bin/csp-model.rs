@@ -146,7 +146,13 @@ fn main() -> Result<()> {
             let model = weights::load_model(arch.get().as_ref(), Some(&weights), &Device::Cpu, fold)?;
             weights::native::save(&model, &out)?;
             let s = flops::summarize(&model.net, model.net.input_size.0, model.net.input_size.1)?;
-            println!("wrote {} ({}, {} classes, {} parameters)", out.display(), model.net.arch, model.net.num_classes, s.params);
+            println!(
+                "wrote {} ({}, {} classes, {} parameters)",
+                out.display(),
+                model.net.arch,
+                model.net.num_classes,
+                s.params
+            );
             Ok(())
         }
         Command::Bench { arch, weights, batch, size, threads, iters, warmup, json } => {
@@ -163,7 +169,10 @@ fn summary(arch: &Arch, size: Option<usize>, classes: usize, json: bool) -> Resu
         println!("{}", serde_json::to_string_pretty(&s)?);
         return Ok(());
     }
-    println!("{:>4} {:<9} {:<34} {:>16} {:>11} {:>9} {:>11}", "#", "layer", "name", "output", "params", "MFLOPs", "CIO");
+    println!(
+        "{:>4} {:<9} {:<34} {:>16} {:>11} {:>9} {:>11}",
+        "#", "layer", "name", "output", "params", "MFLOPs", "CIO"
+    );
     for l in &s.layers {
         let out = format!("{}x{}x{}", l.output.c, l.output.h, l.output.w);
         println!(
@@ -186,7 +195,8 @@ fn summary(arch: &Arch, size: Option<usize>, classes: usize, json: bool) -> Resu
 }
 
 fn predict_tensors(model: &Model, input: &Path, output: &Path) -> Result<()> {
-    let tensors = candle_core::safetensors::load(input, &Device::Cpu).with_context(|| format!("reading {}", input.display()))?;
+    let tensors =
+        candle_core::safetensors::load(input, &Device::Cpu).with_context(|| format!("reading {}", input.display()))?;
     let x = tensors.get("input").with_context(|| format!("{} has no tensor `input`", input.display()))?;
     let x = x.to_dtype(DType::F32)?;
     // Detectors: one raw map per [yolo] head, [N, anchors * (5 + classes), H, W], before decoding.
@@ -216,10 +226,8 @@ fn predict_images(model: &Model, images: &[PathBuf], top_k: usize, labels: Optio
         order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
         let top: Vec<(usize, f32)> = order.into_iter().take(top_k).map(|i| (i, probs[i])).collect();
         if json {
-            let classes: Vec<_> = top
-                .iter()
-                .map(|&(i, p)| serde_json::json!({"index": i, "label": labels.get(i), "score": p}))
-                .collect();
+            let classes: Vec<_> =
+                top.iter().map(|&(i, p)| serde_json::json!({"index": i, "label": labels.get(i), "score": p})).collect();
             records.push(serde_json::json!({"image": path.display().to_string(), "classes": classes}));
         } else {
             println!("{}", path.display());

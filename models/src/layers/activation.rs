@@ -9,7 +9,9 @@ pub enum Activation {
     Linear,
     Relu,
     /// Leaky ReLU; darknet uses slope 0.1, timm 0.01.
-    Leaky { slope: f32 },
+    Leaky {
+        slope: f32,
+    },
     Mish,
     /// x * sigmoid(x), darknet's `swish`, PyTorch's SiLU.
     Swish,

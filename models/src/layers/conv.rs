@@ -112,8 +112,7 @@ impl ConvLayer {
         let Some(bn) = &self.bn else { return Ok(self.clone()) };
         let dtype = self.weight.dtype();
         let w = self.weight.to_dtype(DType::F32)?;
-        let scale = (bn.weight.to_dtype(DType::F32)?
-            / (bn.running_var.to_dtype(DType::F32)? + BN_EPS)?.sqrt()?)?;
+        let scale = (bn.weight.to_dtype(DType::F32)? / (bn.running_var.to_dtype(DType::F32)? + BN_EPS)?.sqrt()?)?;
         let weight = w.broadcast_mul(&scale.reshape((scale.dim(0)?, 1, 1, 1))?)?;
         let mut bias = (bn.bias.to_dtype(DType::F32)? - (bn.running_mean.to_dtype(DType::F32)? * &scale)?)?;
         if let Some(b) = &self.bias {

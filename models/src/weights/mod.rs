@@ -94,26 +94,29 @@ pub fn load_model_with_format(
             let vb = VarBuilder::from_tensors(read.tensors, DType::F32, device);
             (Model::load_unfolded(net, vb)?, Some(WeightsFormat::Darknet))
         }
-        Some(path) => match native::read_network(path)? {
-            Some(net) => {
-                let model = Model::load_unfolded(net, file_builder(path, device)?).map_err(|e| Error::weights(path, e.to_string()))?;
-                (model, Some(WeightsFormat::Native))
+        Some(path) => {
+            match native::read_network(path)? {
+                Some(net) => {
+                    let model = Model::load_unfolded(net, file_builder(path, device)?)
+                        .map_err(|e| Error::weights(path, e.to_string()))?;
+                    (model, Some(WeightsFormat::Native))
+                }
+                None => {
+                    let Some(Arch::Builtin(name)) = arch else {
+                        return Err(Error::weights(path, "not a cspserve file: name its built-in architecture (--arch) to load it as a timm checkpoint"));
+                    };
+                    let tensors = read_safetensors(path, device)?;
+                    let classes = match tensors.get("head.fc.weight") {
+                        Some(t) => t.dim(0)?,
+                        None => return Err(Error::weights(path, "missing tensor `head.fc.weight`")),
+                    };
+                    let net = crate::backbones::build(name, classes)?;
+                    let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
+                    let model = Model::load_unfolded(net, vb).map_err(|e| Error::weights(path, e.to_string()))?;
+                    (model, Some(WeightsFormat::Timm))
+                }
             }
-            None => {
-                let Some(Arch::Builtin(name)) = arch else {
-                    return Err(Error::weights(path, "not a cspserve file: name its built-in architecture (--arch) to load it as a timm checkpoint"));
-                };
-                let tensors = read_safetensors(path, device)?;
-                let classes = match tensors.get("head.fc.weight") {
-                    Some(t) => t.dim(0)?,
-                    None => return Err(Error::weights(path, "missing tensor `head.fc.weight`")),
-                };
-                let net = crate::backbones::build(name, classes)?;
-                let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
-                let model = Model::load_unfolded(net, vb).map_err(|e| Error::weights(path, e.to_string()))?;
-                (model, Some(WeightsFormat::Timm))
-            }
-        },
+        }
     };
     let model = if fold { model.folded()? } else { model };
     Ok((model, format))

@@ -52,15 +52,19 @@ pub fn read_metadata(path: &Path) -> Result<HashMap<String, String>> {
     let mut f = std::fs::File::open(path).map_err(|e| Error::weights(path, e.to_string()))?;
     let size = f.metadata()?.len();
     let mut len = [0u8; 8];
-    f.read_exact(&mut len).map_err(|_| Error::weights(path, "not a safetensors file: shorter than its 8-byte header length"))?;
+    f.read_exact(&mut len)
+        .map_err(|_| Error::weights(path, "not a safetensors file: shorter than its 8-byte header length"))?;
     let n = u64::from_le_bytes(len);
     if n > 100 << 20 || n + 8 > size {
-        return Err(Error::weights(path, format!("not a safetensors file: header length {n} does not fit a {size}-byte file")));
+        return Err(Error::weights(
+            path,
+            format!("not a safetensors file: header length {n} does not fit a {size}-byte file"),
+        ));
     }
     let mut header = vec![0u8; n as usize];
     f.read_exact(&mut header)?;
-    let header: serde_json::Value =
-        serde_json::from_slice(&header).map_err(|e| Error::weights(path, format!("not a safetensors file: bad header ({e})")))?;
+    let header: serde_json::Value = serde_json::from_slice(&header)
+        .map_err(|e| Error::weights(path, format!("not a safetensors file: bad header ({e})")))?;
     let mut out = HashMap::new();
     if let Some(meta) = header.get("__metadata__").and_then(|m| m.as_object()) {
         for (k, v) in meta {
