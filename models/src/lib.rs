@@ -5,6 +5,7 @@ pub mod backbones;
 pub mod csp;
 pub mod darknet;
 pub mod detectors;
+pub mod draw;
 pub mod error;
 pub mod flops;
 pub mod heads;

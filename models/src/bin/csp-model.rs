@@ -7,8 +7,14 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use clap::{Args, Parser, Subcommand};
 
+use csp_models::heads::{
+    coco_labels, load_labels, postprocess, Detection, Letterbox, NmsKind, PostprocessConfig, YoloHead, COCO_CLASSES,
+};
+use csp_models::preprocess::{Preprocess, Resize};
 use csp_models::weights::{self, Arch};
-use csp_models::{backbones, flops, Model};
+use csp_models::{backbones, draw, flops, Model};
+use image::ImageFormat;
+use serde::Serialize;
 
 #[derive(Parser)]
 #[command(name = "csp-model", version, about = "Inspect, run, convert and benchmark CSPNet models")]
@@ -28,12 +34,15 @@ enum Command {
         /// Input size (square); default: the model's own.
         #[arg(long)]
         size: Option<usize>,
-        /// Class count for built-in architectures.
-        #[arg(long, default_value_t = 1000)]
-        classes: usize,
+        /// Class count for built-in architectures (default: 80 for detectors, 1000 for classifiers).
+        #[arg(long)]
+        classes: Option<usize>,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+        /// Also draw the per-layer BFLOPs bar chart into this PNG file.
+        #[arg(long)]
+        plot: Option<PathBuf>,
     },
     /// Classify images, or run raw tensors from a safetensors file.
     Predict {
@@ -59,6 +68,41 @@ enum Command {
         labels: Option<PathBuf>,
         #[arg(long)]
         json: bool,
+    },
+    /// Detect objects in images with a detector: JSON on stdout, annotated copies with --out-dir.
+    Detect {
+        #[command(flatten)]
+        arch: ArchArgs,
+        /// Weights: our safetensors (enough alone), or darknet .weights (with --cfg).
+        #[arg(long)]
+        weights: PathBuf,
+        /// Image files (PNG, JPEG, BMP, WebP).
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+        /// Keep a (box, class) pair when objectness x class probability is above this, in [0, 1].
+        #[arg(long, default_value_t = 0.25)]
+        score_threshold: f32,
+        /// NMS: a kept box removes another of its class overlapping it by more than this IoU, in [0, 1].
+        #[arg(long, default_value_t = 0.45)]
+        iou_threshold: f32,
+        /// Most detections per image.
+        #[arg(long, default_value_t = 300)]
+        max_detections: usize,
+        /// Only these class ids (comma separated).
+        #[arg(long, value_delimiter = ',')]
+        classes: Vec<usize>,
+        /// Suppress across classes (each box keeps its best class).
+        #[arg(long)]
+        agnostic: bool,
+        /// DIoU-NMS (darknet's diounms, beta 0.6) instead of plain IoU.
+        #[arg(long)]
+        diou: bool,
+        /// Class names, one per line (default: COCO's for 80-class models, else class ids).
+        #[arg(long)]
+        labels: Option<PathBuf>,
+        /// Write annotated copies here as PNG (boxes and "label score"), one per image, same file stem.
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
     },
     /// Convert timm safetensors or darknet .weights into our safetensors (network in the metadata).
     Convert {
@@ -133,7 +177,9 @@ fn main() -> Result<()> {
             println!("{:<20} any darknet .cfg file path", "<file>.cfg");
             Ok(())
         }
-        Command::Summary { arch, size, classes, json } => summary(&arch.required()?, size, classes, json),
+        Command::Summary { arch, size, classes, json, plot } => {
+            summary(&arch.required()?, size, classes, json, plot.as_deref())
+        }
         Command::Predict { arch, weights, image, input, output, top_k, labels, json } => {
             let model = weights::load_model(arch.get().as_ref(), Some(&weights), &Device::Cpu, true)?;
             match (input, output) {
@@ -141,6 +187,30 @@ fn main() -> Result<()> {
                 _ if !image.is_empty() => predict_images(&model, &image, top_k, labels.as_deref(), json),
                 _ => bail!("give --image FILE... or --input IN.safetensors --output OUT.safetensors"),
             }
+        }
+        Command::Detect {
+            arch,
+            weights,
+            images,
+            score_threshold,
+            iou_threshold,
+            max_detections,
+            classes,
+            agnostic,
+            diou,
+            labels,
+            out_dir,
+        } => {
+            let post = PostprocessConfig {
+                score_threshold,
+                iou_threshold,
+                max_detections,
+                class_agnostic: agnostic,
+                nms: if diou { NmsKind::DIOU } else { NmsKind::Greedy },
+                classes: (!classes.is_empty()).then_some(classes),
+                labels: vec![],
+            };
+            detect(arch.get().as_ref(), &weights, &images, post, labels.as_deref(), out_dir.as_deref())
         }
         Command::Convert { arch, weights, out, fold } => {
             let model = weights::load_model(arch.get().as_ref(), Some(&weights), &Device::Cpu, fold)?;
@@ -161,10 +231,16 @@ fn main() -> Result<()> {
     }
 }
 
-fn summary(arch: &Arch, size: Option<usize>, classes: usize, json: bool) -> Result<()> {
-    let net = arch.network(classes)?;
+fn summary(arch: &Arch, size: Option<usize>, classes: Option<usize>, json: bool, plot: Option<&Path>) -> Result<()> {
+    let net = arch.network(classes.unwrap_or_else(|| arch.default_num_classes()))?;
     let (h, w) = size.map(|s| (s, s)).unwrap_or(net.input_size);
     let s = flops::summarize(&net, h, w)?;
+    if let Some(path) = plot {
+        let chart = draw::chart::bflops_chart(&net, &s)?;
+        chart.save_with_format(path, ImageFormat::Png).with_context(|| format!("writing {}", path.display()))?;
+        // Keep stdout clean for --json; say where the chart went on stderr.
+        eprintln!("wrote {} ({}x{})", path.display(), chart.width(), chart.height());
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&s)?);
         return Ok(());
@@ -219,7 +295,7 @@ fn predict_images(model: &Model, images: &[PathBuf], top_k: usize, labels: Optio
     let mut records = vec![];
     for path in images {
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        let img = csp_models::preprocess::Preprocess::decode(&bytes)?;
+        let img = Preprocess::decode(&bytes)?;
         let x = net.preprocess.apply(&img, net.input_size, model.device())?.unsqueeze(0)?;
         let probs = Model::probabilities(&model.forward(&x)?)?.squeeze(0)?.to_vec1::<f32>()?;
         let mut order: Vec<usize> = (0..probs.len()).collect();
@@ -241,6 +317,149 @@ fn predict_images(model: &Model, images: &[PathBuf], top_k: usize, labels: Optio
         println!("{}", serde_json::to_string_pretty(&records)?);
     }
     Ok(())
+}
+
+/// `detect`: each image through the detector's own preprocessing, heads and post-processing;
+/// one JSON record per image on stdout, annotated PNG copies in `out_dir`.
+fn detect(
+    arch: Option<&Arch>,
+    weights_path: &Path,
+    images: &[PathBuf],
+    mut post: PostprocessConfig,
+    labels: Option<&Path>,
+    out_dir: Option<&Path>,
+) -> Result<()> {
+    for (flag, v) in [("--score-threshold", post.score_threshold), ("--iou-threshold", post.iou_threshold)] {
+        if !(0.0..=1.0).contains(&v) {
+            bail!("{flag} must be in [0, 1], got {v}");
+        }
+    }
+    if post.max_detections == 0 {
+        bail!("--max-detections must be at least 1");
+    }
+    if !weights_path.is_file() {
+        bail!("weights file {} not found", weights_path.display());
+    }
+    if let Some(missing) = images.iter().find(|p| !p.is_file()) {
+        bail!("image {} not found", missing.display());
+    }
+    let outputs = annotated_paths(images, out_dir)?;
+
+    let model = weights::load_model(arch, Some(weights_path), &Device::Cpu, true)?;
+    let net = &model.net;
+    let heads: Vec<YoloHead> = YoloHead::from_network(net)?.into_iter().map(|(_, h)| h).collect();
+    let Some(classes) = heads.iter().map(|h| h.classes).max() else {
+        bail!(
+            "`{}` is a classifier, not a detector: it has no [yolo] heads (use `csp-model predict --image`)",
+            net.arch
+        );
+    };
+    if let Some(bad) = post.classes.iter().flatten().find(|&&c| c >= classes) {
+        bail!("--classes: class id {bad} does not exist (the model has {classes} classes, ids 0..{classes})");
+    }
+    post.labels = match labels {
+        Some(path) => {
+            let names = load_labels(path)?;
+            if names.len() < classes {
+                eprintln!(
+                    "warning: {} names {} classes, the model has {classes}; the rest are shown by id",
+                    path.display(),
+                    names.len()
+                );
+            }
+            names
+        }
+        None if classes == COCO_CLASSES.len() => coco_labels(),
+        None => (0..classes).map(|c| c.to_string()).collect(),
+    };
+    // Boxes must map back onto the whole image: only letterbox and stretch allow that.
+    let (net_h, net_w) = net.input_size;
+    let fit: FitImage = match net.preprocess.resize {
+        Resize::Letterbox => Letterbox::new,
+        Resize::Stretch => Letterbox::stretched,
+        Resize::CenterCrop { .. } => {
+            bail!("`{}` crops its input, so its boxes cannot be mapped back onto the whole image", net.arch)
+        }
+    };
+    if let Some(dir) = out_dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+
+    let mut records = Vec::with_capacity(images.len());
+    for (path, out) in images.iter().zip(&outputs) {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let img = Preprocess::decode(&bytes).with_context(|| format!("decoding {}", path.display()))?;
+        let (w, h) = (img.width() as usize, img.height() as usize);
+        let letterbox = fit((w, h), (net_w, net_h))?;
+        let x = net.preprocess.apply(&img, net.input_size, model.device())?.unsqueeze(0)?;
+        let maps: Vec<(Tensor, YoloHead)> = model.forward_heads(&x)?.into_iter().zip(heads.iter().cloned()).collect();
+        let mut detections = postprocess(&maps, &letterbox, &post)?.pop().unwrap_or_default();
+        for d in &mut detections {
+            d.label.get_or_insert_with(|| d.class_id.to_string());
+        }
+        if let Some(out) = out {
+            let mut canvas = img.to_rgb8();
+            draw::draw_detections(&mut canvas, &detections);
+            canvas.save_with_format(out, ImageFormat::Png).with_context(|| format!("writing {}", out.display()))?;
+        }
+        records.push(DetectRecord {
+            image: path.display().to_string(),
+            width: w,
+            height: h,
+            detections,
+            annotated: out.as_ref().map(|p| p.display().to_string()),
+        });
+    }
+    println!("{}", serde_json::to_string_pretty(&records)?);
+    Ok(())
+}
+
+/// Places an image of (width, height) into the network input (width, height).
+type FitImage = fn((usize, usize), (usize, usize)) -> csp_models::Result<Letterbox>;
+
+/// What `detect` prints for one image (a struct, so fields keep this order and f32s stay short).
+#[derive(Serialize)]
+struct DetectRecord {
+    image: String,
+    width: usize,
+    height: usize,
+    detections: Vec<Detection>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    annotated: Option<String>,
+}
+
+/// `<out_dir>/<stem>.png` for each image, refusing names that would collide or overwrite an input.
+fn annotated_paths(images: &[PathBuf], out_dir: Option<&Path>) -> Result<Vec<Option<PathBuf>>> {
+    let Some(dir) = out_dir else { return Ok(vec![None; images.len()]) };
+    let mut seen = std::collections::HashMap::new();
+    let mut out = Vec::with_capacity(images.len());
+    for path in images {
+        let stem = path.file_stem().with_context(|| format!("{} has no file name", path.display()))?;
+        // Push rather than with_extension: a stem may itself contain dots ("a.b.jpg" -> "a.b.png").
+        let mut name = stem.to_os_string();
+        name.push(".png");
+        let target = dir.join(name);
+        if let Some(other) = seen.insert(target.clone(), path) {
+            bail!(
+                "{} and {} would both be annotated as {}; use different file names",
+                other.display(),
+                path.display(),
+                target.display()
+            );
+        }
+        if images.iter().any(|p| same_file(p, &target)) {
+            bail!("the annotated copy {} would overwrite an input image; choose another --out-dir", target.display());
+        }
+        out.push(Some(target));
+    }
+    Ok(out)
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
