@@ -146,3 +146,16 @@ fn bad_network_metadata_is_an_error() {
     write_with_metadata(&t, meta, &path);
     assert!(load_err(None, &path).contains("version"));
 }
+
+#[test]
+fn plain_safetensors_of_a_builtin_detector_keep_their_class_count() {
+    let net = csp_models::backbones::build("cspdensenetb_ref_prn", 3).unwrap();
+    let varmap = candle_nn::VarMap::new();
+    let vb = candle_nn::VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    let model = Model::load_unfolded(net, vb).unwrap();
+    let path = tmp("detector-plain.safetensors");
+    save_plain(&model.tensors().into_iter().collect(), &path);
+    let arch = Arch::Builtin("cspdensenetb_ref_prn".into());
+    let loaded = weights::load_model(Some(&arch), Some(&path), &Device::Cpu, true).unwrap();
+    assert_eq!(loaded.net.num_classes, 3);
+}

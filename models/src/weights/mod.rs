@@ -106,10 +106,7 @@ pub fn load_model_with_format(
                         return Err(Error::weights(path, "not a cspserve file: name its built-in architecture (--arch) to load it as a timm checkpoint"));
                     };
                     let tensors = read_safetensors(path, device)?;
-                    let classes = match tensors.get("head.fc.weight") {
-                        Some(t) => t.dim(0)?,
-                        None => return Err(Error::weights(path, "missing tensor `head.fc.weight`")),
-                    };
+                    let classes = class_count(name, &tensors).map_err(|e| Error::weights(path, e))?;
                     let net = crate::backbones::build(name, classes)?;
                     let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
                     let model = Model::load_unfolded(net, vb).map_err(|e| Error::weights(path, e.to_string()))?;
@@ -120,6 +117,29 @@ pub fn load_model_with_format(
     };
     let model = if fold { model.folded()? } else { model };
     Ok((model, format))
+}
+
+/// The class count a state dict was trained for: from `head.fc.weight` for classifiers, from the
+/// first prediction conv (`anchors * (5 + classes)` outputs) for detectors.
+fn class_count(arch: &str, tensors: &HashMap<String, Tensor>) -> std::result::Result<usize, String> {
+    let shape_of = |key: &str| tensors.get(key).map(|t| t.dims().to_vec()).ok_or(format!("missing tensor `{key}`"));
+    if crate::backbones::task(arch) != Some(crate::backbones::Task::Detection) {
+        return Ok(shape_of("head.fc.weight")?[0]);
+    }
+    let net = crate::backbones::build(arch, crate::backbones::default_num_classes(arch)).map_err(|e| e.to_string())?;
+    let head = net.layers.iter().enumerate().find_map(|(i, l)| match &l.op {
+        crate::network::Op::Yolo(spec) => Some((i, spec.mask.len())),
+        _ => None,
+    });
+    let Some((i, anchors)) = head else { return Err(format!("`{arch}` has no detection head")) };
+    let crate::network::Op::Conv(conv) = &net.layers[i - 1].op else {
+        return Err(format!("`{arch}`: the layer before its first head is not a convolution"));
+    };
+    let out = shape_of(&format!("{}.conv.weight", conv.name))?[0];
+    if anchors == 0 || out % anchors != 0 || out / anchors < 6 {
+        return Err(format!("`{}.conv.weight` has {out} outputs, not {anchors} x (5 + classes)", conv.name));
+    }
+    Ok(out / anchors - 5)
 }
 
 fn is_darknet_weights(path: &Path) -> bool {
