@@ -1,0 +1,97 @@
+//! The core: model loading, admission, per-model queues, batching and the backend threads.
+//! Transports (`http`, `grpc`) only call [`Infer`].
+
+mod backend;
+mod decode;
+mod infer;
+mod metrics;
+mod queue;
+mod shared;
+pub mod types;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use infer::{Health, Infer, ModelStats};
+pub use shared::{start, Core};
+pub use types::*;
+
+pub(crate) use shared::Shared;
+
+/// Request limits, all configurable. Transports check body size and image count at the door;
+/// the core checks image headers before decoding.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest request body (HTTP) or message (gRPC) in bytes.
+    pub max_body_bytes: usize,
+    /// Most images in one request.
+    pub max_images_per_request: usize,
+    /// Most pixels (width x height) of one image, read from its header before decoding.
+    pub max_image_pixels: u64,
+    /// Default per-request timeout when the client sets none.
+    pub request_timeout: Option<Duration>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 32 << 20,
+            max_images_per_request: 64,
+            max_image_pixels: 40_000_000,
+            request_timeout: Some(Duration::from_secs(30)),
+        }
+    }
+}
+
+/// Where a model runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeviceSpec {
+    Cpu,
+    Cuda(usize),
+}
+
+impl std::str::FromStr for DeviceSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "cpu" => Ok(DeviceSpec::Cpu),
+            "cuda" => Ok(DeviceSpec::Cuda(0)),
+            _ => match s.strip_prefix("cuda:").map(str::parse) {
+                Some(Ok(n)) => Ok(DeviceSpec::Cuda(n)),
+                _ => Err(format!("unknown device `{s}` (cpu, cuda, cuda:N)")),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for DeviceSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeviceSpec::Cpu => write!(f, "cpu"),
+            DeviceSpec::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+/// One model to serve.
+#[derive(Clone, Debug)]
+pub struct ModelConfig {
+    pub name: String,
+    /// Built-in architecture name or darknet `.cfg` path.
+    pub arch: Option<String>,
+    /// Native/timm safetensors or darknet `.weights`. Required: the server never serves random weights.
+    pub weights: PathBuf,
+    /// Class names, one per line (default: none for classifiers, COCO's for 80-class detectors).
+    pub labels: Option<PathBuf>,
+    /// Override the model's input size (height, width).
+    pub input_size: Option<(usize, usize)>,
+    pub device: DeviceSpec,
+    pub batching: BatchingConfig,
+    pub instances: usize,
+}
+
+impl Default for BatchingConfig {
+    fn default() -> Self {
+        BatchingConfig { max_batch_size: 8, max_queue_delay_ms: 2, max_queue_size: 256 }
+    }
+}

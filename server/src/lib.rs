@@ -1,0 +1,106 @@
+//! cspserve's inference server: REST (axum) and gRPC (tonic) at once, a dynamic batcher in
+//! front of each model, model backends on their own OS threads.
+
+pub mod config;
+pub mod core;
+pub mod grpc;
+pub mod http;
+
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::Args;
+
+/// Parses settings, starts the runtime and serves until SIGTERM/SIGINT.
+pub fn run(args: Args) -> Result<()> {
+    let settings = args.settings()?;
+    if let Some(t) = settings.threads {
+        // candle's CPU kernels size their pools from this; it must be set before the first op.
+        std::env::set_var("RAYON_NUM_THREADS", t.max(1).to_string());
+    }
+    init_tracing();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("csp-io").build()?;
+    runtime.block_on(serve(settings, shutdown_signal()))
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).try_init();
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+/// Loads and warms up the models, binds both listeners, logs one ready line, and serves until
+/// `stop` resolves; then refuses new work, drains admitted work within the grace period and returns.
+pub async fn serve(settings: config::Settings, stop: impl std::future::Future<Output = ()>) -> Result<()> {
+    let core = crate::core::start(settings.models.clone(), settings.limits.clone(), settings.decode_threads)?;
+    let infer = core.infer();
+    for (name, task) in &settings.tasks {
+        let info = infer.model(name)?;
+        let actual = match info.task {
+            crate::core::Task::Classify => "classify",
+            crate::core::Task::Detect => "detect",
+        };
+        if actual != task {
+            bail!("model `{name}` is configured as `{task}` but its network is a `{actual}` model");
+        }
+    }
+    let http_listener =
+        TcpListener::bind(settings.http_addr).await.with_context(|| format!("binding HTTP {}", settings.http_addr))?;
+    let grpc_listener =
+        TcpListener::bind(settings.grpc_addr).await.with_context(|| format!("binding gRPC {}", settings.grpc_addr))?;
+    let http_addr = http_listener.local_addr()?;
+    let grpc_addr = grpc_listener.local_addr()?;
+
+    // Transports stop accepting once this flips (after the drain).
+    let (close_tx, close_rx) = watch::channel(false);
+    let closed = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|c| *c).await;
+    };
+    let router = http::router(infer.clone(), http::HttpOptions { api_key: settings.api_key.clone(), ..Default::default() });
+    let http_server = axum::serve(http_listener, router).with_graceful_shutdown(closed(close_rx.clone()));
+    let routes = grpc::routes(infer.clone(), grpc::GrpcOptions { api_key: settings.api_key.clone() });
+    let grpc_server = tonic::transport::Server::builder().add_routes(routes).serve_with_incoming_shutdown(
+        tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+        closed(close_rx),
+    );
+    let http_task = tokio::spawn(async move { http_server.await });
+    let grpc_task = tokio::spawn(grpc_server);
+    let names: Vec<String> = infer.models().into_iter().map(|m| m.name).collect();
+    tracing::info!("ready: http://{http_addr} grpc://{grpc_addr} models: {}", names.join(", "));
+    println!("csp-server ready: http={http_addr} grpc={grpc_addr} models={}", names.join(","));
+
+    stop.await;
+    tracing::info!("shutting down: refusing new work, draining");
+    let drained = core.shutdown(settings.shutdown_grace).await;
+    if !drained {
+        tracing::warn!(grace = ?settings.shutdown_grace, "grace period over with work still running");
+    }
+    let _ = close_tx.send(true);
+    let wait = Duration::from_secs(5);
+    let _ = tokio::time::timeout(wait, http_task).await;
+    let _ = tokio::time::timeout(wait, grpc_task).await;
+    tracing::info!("stopped");
+    Ok(())
+}
