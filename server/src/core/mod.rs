@@ -5,6 +5,7 @@ mod backend;
 mod decode;
 mod infer;
 mod metrics;
+mod postprocess;
 mod queue;
 mod shared;
 pub mod types;
