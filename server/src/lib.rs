@@ -78,7 +78,7 @@ pub async fn serve(settings: config::Settings, stop: impl std::future::Future<Ou
     let closed = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|c| *c).await;
     };
-    let router = http::router(infer.clone(), http::HttpOptions { api_key: settings.api_key.clone(), ..Default::default() });
+    let router = http::router(infer.clone(), http::HttpOptions { api_key: settings.api_key.clone() });
     let http_server = axum::serve(http_listener, router).with_graceful_shutdown(closed(close_rx.clone()));
     let routes = grpc::routes(infer.clone(), grpc::GrpcOptions { api_key: settings.api_key.clone() });
     let grpc_server = tonic::transport::Server::builder().add_routes(routes).serve_with_incoming_shutdown(

@@ -18,10 +18,8 @@ use crate::core::Task;
 /// Reads the whole body, refusing more than `limit` bytes with 413 (from Content-Length when the
 /// client announces it, else while streaming) and an empty body with 400.
 pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> ApiResult<Bytes> {
-    let announced = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
+    let announced =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
     if let Some(length) = announced {
         if length > limit as u64 {
             return Err(body_too_large(limit));
@@ -202,7 +200,8 @@ const BASE64_URL_SAFE: GeneralPurpose = GeneralPurpose::new(
 pub fn decode_image_string(index: usize, text: &str) -> ApiResult<Bytes> {
     let payload = match text.strip_prefix("data:") {
         Some(url) => {
-            let (meta, payload) = url.split_once(',').ok_or_else(|| ApiError::bad_image(index, "data URL without `,`"))?;
+            let (meta, payload) =
+                url.split_once(',').ok_or_else(|| ApiError::bad_image(index, "data URL without `,`"))?;
             if !meta.to_ascii_lowercase().ends_with(";base64") {
                 return Err(ApiError::bad_image(index, "data URL must be base64-encoded (`;base64,`)"));
             }
@@ -328,7 +327,10 @@ mod tests {
         assert!(err(r#"{"images": "AA"}"#).message.contains("needs `images`"));
     }
 
-    fn multipart_body(parts_spec: &[(&str, Option<&str>, Option<&str>, &[u8])]) -> Vec<u8> {
+    /// (field name, file name, content type, data)
+    type Part<'a> = (&'a str, Option<&'a str>, Option<&'a str>, &'a [u8]);
+
+    fn multipart_body(parts_spec: &[Part]) -> Vec<u8> {
         let mut body = Vec::new();
         for (name, file_name, content_type, data) in parts_spec {
             body.extend_from_slice(b"--XBOUNDARY\r\n");
@@ -368,7 +370,7 @@ mod tests {
 
     #[test]
     fn multipart_errors() {
-        let run = |spec: &[(&str, Option<&str>, Option<&str>, &[u8])], max: usize| {
+        let run = |spec: &[Part], max: usize| {
             let body = Bytes::from(multipart_body(spec));
             block(parse_images(Task::Classify, parts(MULTIPART), body, max)).unwrap_err()
         };

@@ -54,12 +54,12 @@ pub fn router(infer: Infer, opts: HttpOptions) -> Router {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(not(test), allow(dead_code))] // names are read by the OpenAPI test
 pub(crate) enum Verb {
     Get,
     Post,
 }
 
+#[cfg_attr(not(test), allow(dead_code))] // read by the OpenAPI test
 impl Verb {
     pub fn as_str(self) -> &'static str {
         match self {

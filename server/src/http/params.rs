@@ -247,7 +247,9 @@ mod tests {
         assert_eq!(d.max_detections, 10);
         assert_eq!(d.iou_threshold, DetectParams::default().iou_threshold);
         assert_eq!(d.classes, None);
-        assert!(Params::from_query(Task::Detect, &"/v1/models/m/detect".parse().unwrap()).unwrap() == Params::default());
+        assert!(
+            Params::from_query(Task::Detect, &"/v1/models/m/detect".parse().unwrap()).unwrap() == Params::default()
+        );
     }
 
     #[test]

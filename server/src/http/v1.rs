@@ -65,11 +65,9 @@ fn wrong_task(info: &ModelInfo) -> ApiError {
 /// Adds `x-queue-time`, `x-inference-time` and `x-total-time` (milliseconds, decimal).
 pub fn with_timing(mut response: Response, timing: &Timing) -> Response {
     let headers = response.headers_mut();
-    for (name, duration) in [
-        ("x-queue-time", timing.queue),
-        ("x-inference-time", timing.inference),
-        ("x-total-time", timing.total),
-    ] {
+    for (name, duration) in
+        [("x-queue-time", timing.queue), ("x-inference-time", timing.inference), ("x-total-time", timing.total)]
+    {
         let millis = format!("{:.3}", duration.as_secs_f64() * 1e3);
         if let Ok(value) = HeaderValue::from_str(&millis) {
             headers.insert(HeaderName::from_static(name), value);

@@ -86,14 +86,21 @@ const TASK_KEYS: &[&str] = &["top_k", "score_threshold", "iou_threshold", "max_d
 
 /// Request `parameters`: `timeout` (microseconds, as Triton) and, for `image` inputs, the
 /// friendly task parameters. Other keys (Triton's `binary_data_output`, `priority`, ...) pass.
-fn request_params(parameters: Option<&Map<String, Value>>, task: Option<Task>) -> ApiResult<(Option<Params>, RequestOptions)> {
+fn request_params(
+    parameters: Option<&Map<String, Value>>,
+    task: Option<Task>,
+) -> ApiResult<(Option<Params>, RequestOptions)> {
     let empty = Map::new();
     let parameters = parameters.unwrap_or(&empty);
     let timeout = match parameters.get("timeout") {
         None => None,
         Some(value) => match value.as_u64() {
             Some(micros) if micros > 0 => Some(Duration::from_micros(micros)),
-            _ => return Err(ApiError::invalid(format!("parameter `timeout` (microseconds) must be an integer > 0, got {value}"))),
+            _ => {
+                return Err(ApiError::invalid(format!(
+                    "parameter `timeout` (microseconds) must be an integer > 0, got {value}"
+                )))
+            }
         },
     };
     let mut params: Option<Params> = None;
@@ -158,7 +165,10 @@ pub async fn infer(State(state): State<AppState>, path: ModelPath, request: Requ
                 .map_err(|e| ApiError::from(InferError::Internal(e.to_string())))?;
             let shape = vec![results.len()];
             let binary = selected.first().is_some_and(|(_, binary)| *binary);
-            (vec![(OutTensor { name: OUTPUT_RESULT.into(), shape, data: OutData::Bytes(results) }, binary)], response.timing)
+            (
+                vec![(OutTensor { name: OUTPUT_RESULT.into(), shape, data: OutData::Bytes(results) }, binary)],
+                response.timing,
+            )
         }
     };
     respond(&info.name, request.id.as_deref(), &outputs, &timing)

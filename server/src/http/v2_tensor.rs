@@ -108,12 +108,12 @@ impl<'de> Visitor<'de> for Flatten<'_> {
 pub fn split_body(body: &Bytes, header_length: Option<&str>) -> ApiResult<(InferRequest, Bytes)> {
     let json_len = match header_length {
         None => body.len(),
-        Some(text) => text
-            .trim()
-            .parse::<usize>()
-            .ok()
-            .filter(|&n| n <= body.len())
-            .ok_or_else(|| ApiError::invalid(format!("bad Inference-Header-Content-Length `{text}` for a body of {} bytes", body.len())))?,
+        Some(text) => text.trim().parse::<usize>().ok().filter(|&n| n <= body.len()).ok_or_else(|| {
+            ApiError::invalid(format!(
+                "bad Inference-Header-Content-Length `{text}` for a body of {} bytes",
+                body.len()
+            ))
+        })?,
     };
     let request: InferRequest = serde_json::from_slice(&body[..json_len])
         .map_err(|e| ApiError::invalid(format!("malformed inference request JSON: {e}")))?;
@@ -130,7 +130,12 @@ pub enum Decoded {
 }
 
 /// Validates the one input against the model and decodes its data (JSON or binary).
-pub fn decode_input(request: &mut InferRequest, binary: Bytes, info: &ModelInfo, max_images: usize) -> ApiResult<Decoded> {
+pub fn decode_input(
+    request: &mut InferRequest,
+    binary: Bytes,
+    info: &ModelInfo,
+    max_images: usize,
+) -> ApiResult<Decoded> {
     let inputs = request.inputs.len();
     let [input] = request.inputs.as_mut_slice() else {
         return Err(ApiError::invalid(format!(
@@ -197,7 +202,12 @@ fn check_batch(n: i64, max_images: usize) -> ApiResult<usize> {
     }
 }
 
-fn decode_tensor(input: &mut RequestInput, binary: Option<Bytes>, info: &ModelInfo, max_images: usize) -> ApiResult<Decoded> {
+fn decode_tensor(
+    input: &mut RequestInput,
+    binary: Option<Bytes>,
+    info: &ModelInfo,
+    max_images: usize,
+) -> ApiResult<Decoded> {
     if input.datatype != "FP32" {
         return Err(ApiError::invalid(format!("input `input` must be FP32, got datatype `{}`", input.datatype)));
     }
@@ -433,7 +443,8 @@ pub fn encode_response(model: &str, id: Option<&str>, outputs: &[(OutTensor, boo
         })
         .collect();
     let response = ResponseJson { model_name: model, model_version: super::MODEL_VERSION, id, outputs: json_outputs };
-    let json = serde_json::to_vec(&response).map_err(|e| ApiError::from(crate::core::InferError::Internal(e.to_string())))?;
+    let json =
+        serde_json::to_vec(&response).map_err(|e| ApiError::from(crate::core::InferError::Internal(e.to_string())))?;
     if binary_parts.is_empty() {
         return Ok(Encoded { body: Bytes::from(json), json_length: None });
     }
@@ -463,8 +474,11 @@ mod tests {
     #[test]
     fn nested_and_flat_data_flatten_alike() {
         let flat: Vec<f32> = (0..24).map(|v| v as f32).collect();
-        let nested = json!([[[[0, 1], [2, 3], [4, 5], [6, 7]], [[8, 9], [10, 11], [12, 13], [14, 15]],
-            [[16, 17], [18, 19], [20, 21], [22, 23]]]]);
+        let nested = json!([[
+            [[0, 1], [2, 3], [4, 5], [6, 7]],
+            [[8, 9], [10, 11], [12, 13], [14, 15]],
+            [[16, 17], [18, 19], [20, 21], [22, 23]]
+        ]]);
         let expected = Decoded::Tensor { shape: vec![1, 3, 4, 2], data: flat.clone() };
         assert_eq!(decode(tensor_request(json!([1, 3, 4, 2]), json!(flat)), &[]).unwrap(), expected);
         assert_eq!(decode(tensor_request(json!([1, 3, 4, 2]), nested), &[]).unwrap(), expected);
@@ -504,7 +518,10 @@ mod tests {
         let decoded = decode_input(&mut request, binary, &classifier(), 4).unwrap();
         assert_eq!(decoded, Decoded::Tensor { shape: vec![1, 3, 4, 2], data: values });
         let (mut request, binary) = split_body(&body.slice(..body.len() - 4), Some(&header.len().to_string())).unwrap();
-        assert!(decode_input(&mut request, binary, &classifier(), 4).unwrap_err().message.contains("binary_data_size is 96"));
+        assert!(decode_input(&mut request, binary, &classifier(), 4)
+            .unwrap_err()
+            .message
+            .contains("binary_data_size is 96"));
         assert!(split_body(&body, Some("99999")).unwrap_err().message.contains("Inference-Header-Content-Length"));
     }
 
@@ -572,7 +589,8 @@ mod tests {
                 {"name": "output", "datatype": "FP32", "shape": [1, 2], "data": [1.5, -2.0]},
                 {"name": "result", "datatype": "BYTES", "shape": [1], "data": ["{}"]}]})
         );
-        let outputs = vec![(OutTensor { name: "output".into(), shape: vec![2], data: OutData::Fp32(vec![1.0, 2.0]) }, true)];
+        let outputs =
+            vec![(OutTensor { name: "output".into(), shape: vec![2], data: OutData::Fp32(vec![1.0, 2.0]) }, true)];
         let encoded = encode_response("cls", None, &outputs).unwrap();
         let n = encoded.json_length.unwrap();
         let header: Value = serde_json::from_slice(&encoded.body[..n]).unwrap();
