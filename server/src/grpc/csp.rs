@@ -65,12 +65,7 @@ pub fn detect_params(req: &pb::DetectRequest) -> Result<DetectParams, InferError
 
 fn timing(t: &Timing) -> pb::Timing {
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    pb::Timing {
-        decode_ms: ms(t.decode),
-        queue_ms: ms(t.queue),
-        inference_ms: ms(t.inference),
-        total_ms: ms(t.total),
-    }
+    pb::Timing { decode_ms: ms(t.decode), queue_ms: ms(t.queue), inference_ms: ms(t.inference), total_ms: ms(t.total) }
 }
 
 pub fn classify_response(res: ImagesResponse) -> Result<pb::ClassifyResponse, InferError> {
@@ -153,7 +148,11 @@ fn missing_request() -> InferError {
 }
 
 impl Csp {
-    async fn classify_one(&self, req: pb::ClassifyRequest, rpc: Option<Instant>) -> Result<pb::ClassifyResponse, InferError> {
+    async fn classify_one(
+        &self,
+        req: pb::ClassifyRequest,
+        rpc: Option<Instant>,
+    ) -> Result<pb::ClassifyResponse, InferError> {
         let params = classify_params(&req);
         let opts = deadline(rpc, req.timeout_ms);
         classify_response(self.infer.classify(&req.model, req.images, params, opts).await?)
@@ -237,10 +236,7 @@ impl CspService for Csp {
         Ok(Response::new(Box::pin(out)))
     }
 
-    async fn list_models(
-        &self,
-        _: Request<pb::ListModelsRequest>,
-    ) -> Result<Response<pb::ListModelsResponse>, Status> {
+    async fn list_models(&self, _: Request<pb::ListModelsRequest>) -> Result<Response<pb::ListModelsResponse>, Status> {
         Ok(Response::new(pb::ListModelsResponse { models: self.infer.models().iter().map(model).collect() }))
     }
 

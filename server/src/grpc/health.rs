@@ -36,7 +36,6 @@ pub async fn follow(reporter: HealthReporter, mut health: watch::Receiver<Health
 mod tests {
     use std::time::Duration;
 
-    use tonic_health::pb::health_server::Health as _;
     use tonic_health::pb::HealthCheckRequest;
 
     use super::*;

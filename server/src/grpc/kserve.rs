@@ -168,7 +168,7 @@ fn output_tensor(name: &str, datatype: &str, shape: Vec<i64>) -> InferOutputTens
 /// Which outputs the request may ask for: the raw ones for `input`, `results` for `image`.
 fn check_requested(req: &pb::ModelInferRequest, available: &[String]) -> Result<(), InferError> {
     for out in &req.outputs {
-        if !available.iter().any(|a| *a == out.name) {
+        if !available.contains(&out.name) {
             return Err(InferError::InvalidInput(format!(
                 "unknown output `{}` for this input (available: {})",
                 out.name,
@@ -252,10 +252,7 @@ type ResponseStream = Pin<Box<dyn Stream<Item = Result<pb::ModelStreamInferRespo
 
 #[tonic::async_trait]
 impl GrpcInferenceService for KServe {
-    async fn server_live(
-        &self,
-        _: Request<pb::ServerLiveRequest>,
-    ) -> Result<Response<pb::ServerLiveResponse>, Status> {
+    async fn server_live(&self, _: Request<pb::ServerLiveRequest>) -> Result<Response<pb::ServerLiveResponse>, Status> {
         Ok(Response::new(pb::ServerLiveResponse { live: self.infer.health().live }))
     }
 

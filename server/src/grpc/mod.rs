@@ -9,6 +9,8 @@ mod csp;
 mod health;
 mod kserve;
 mod params;
+#[cfg(test)]
+mod socket_tests;
 pub mod status;
 mod stream;
 pub mod tensor;

@@ -44,8 +44,7 @@ fn as_count(name: &str, p: &InferParameter) -> Result<usize, InferError> {
         Some(ParameterChoice::Uint64Param(v)) => Some(*v),
         _ => return Err(invalid(format!("parameter `{name}` must be an integer, got a {} value", kind(p)))),
     };
-    n.and_then(|n| usize::try_from(n).ok())
-        .ok_or_else(|| invalid(format!("parameter `{name}` must not be negative")))
+    n.and_then(|n| usize::try_from(n).ok()).ok_or_else(|| invalid(format!("parameter `{name}` must not be negative")))
 }
 
 fn as_f32(name: &str, p: &InferParameter) -> Result<f32, InferError> {

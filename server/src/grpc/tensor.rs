@@ -108,7 +108,8 @@ fn dims(name: &str, shape: &[i64]) -> Result<(Vec<usize>, usize), InferError> {
     let mut sizes = Vec::with_capacity(shape.len());
     let mut count: usize = 1;
     for &d in shape {
-        let d = usize::try_from(d).map_err(|_| invalid(format!("input `{name}` has a negative dimension in {shape:?}")))?;
+        let d =
+            usize::try_from(d).map_err(|_| invalid(format!("input `{name}` has a negative dimension in {shape:?}")))?;
         count = count.checked_mul(d).ok_or_else(|| invalid(format!("input `{name}` shape {shape:?} is too large")))?;
         sizes.push(d);
     }
@@ -264,36 +265,44 @@ mod tests {
         let values: Vec<f32> = (0..2 * 3 * 2 * 2).map(|i| i as f32 * 0.5).collect();
         let raw = f32_to_le(&values);
         let input = tensor("input", "FP32", &[2, 3, 2, 2], None);
-        let parsed = parse_input(std::slice::from_ref(&input), &[raw.clone()]).unwrap();
+        let parsed = parse_input(std::slice::from_ref(&input), std::slice::from_ref(&raw)).unwrap();
         assert_eq!(parsed, V2Input::Tensor { shape: vec![2, 3, 2, 2], data: values.clone() });
 
         // One byte short, one element short, and typed plus raw at once.
         let short = raw.slice(..raw.len() - 1);
         assert!(message(parse_input(std::slice::from_ref(&input), &[short]).unwrap_err()).contains("needs 96 bytes"));
         let typed = tensor("input", "FP32", &[2, 3, 2, 2], Some(fp32(values[1..].to_vec())));
-        assert!(message(parse_input(&[typed.clone()], &[]).unwrap_err()).contains("needs 24 values"));
+        assert!(message(parse_input(std::slice::from_ref(&typed), &[]).unwrap_err()).contains("needs 24 values"));
         assert!(message(parse_input(&[typed], &[raw]).unwrap_err()).contains("both typed contents and raw"));
     }
 
     #[test]
     fn typed_fp32_input() {
         let input = tensor("input", "FP32", &[1, 3, 1, 1], Some(fp32(vec![0.1, 0.2, 0.3])));
-        assert_eq!(parse_input(&[input], &[]).unwrap(), V2Input::Tensor { shape: vec![1, 3, 1, 1], data: vec![0.1, 0.2, 0.3] });
+        assert_eq!(
+            parse_input(&[input], &[]).unwrap(),
+            V2Input::Tensor { shape: vec![1, 3, 1, 1], data: vec![0.1, 0.2, 0.3] }
+        );
     }
 
     #[test]
     fn wrong_name_type_or_shape_is_invalid_argument() {
         let raw = f32_to_le(&[0.0; 3]);
         let wrong_type = tensor("input", "FP16", &[1, 3, 1, 1], None);
-        assert!(message(parse_input(&[wrong_type], &[raw.clone()]).unwrap_err()).contains("must be FP32"));
+        assert!(message(parse_input(&[wrong_type], std::slice::from_ref(&raw)).unwrap_err()).contains("must be FP32"));
         let wrong_name = tensor("pixels", "FP32", &[1, 3, 1, 1], None);
-        assert!(message(parse_input(&[wrong_name], &[raw.clone()]).unwrap_err()).contains("unknown input `pixels`"));
+        assert!(message(parse_input(&[wrong_name], std::slice::from_ref(&raw)).unwrap_err())
+            .contains("unknown input `pixels`"));
         let negative = tensor("input", "FP32", &[1, -3, 1, 1], None);
-        assert!(message(parse_input(&[negative], &[raw.clone()]).unwrap_err()).contains("negative dimension"));
+        assert!(
+            message(parse_input(&[negative], std::slice::from_ref(&raw)).unwrap_err()).contains("negative dimension")
+        );
         let huge = tensor("input", "FP32", &[i64::MAX, i64::MAX], None);
-        assert!(message(parse_input(&[huge], &[raw.clone()]).unwrap_err()).contains("too large"));
+        assert!(message(parse_input(&[huge], std::slice::from_ref(&raw)).unwrap_err()).contains("too large"));
         let image_as_fp32 = tensor("image", "FP32", &[1], None);
-        assert!(message(parse_input(&[image_as_fp32], &[raw.clone()]).unwrap_err()).contains("must be BYTES"));
+        assert!(
+            message(parse_input(&[image_as_fp32], std::slice::from_ref(&raw)).unwrap_err()).contains("must be BYTES")
+        );
         let image_2d = tensor("image", "BYTES", &[1, 2], None);
         assert!(message(parse_input(&[image_2d], &[]).unwrap_err()).contains("shape [N] or [N,1]"));
         assert!(message(parse_input(&[], &[]).unwrap_err()).contains("no inputs"));
@@ -325,7 +334,7 @@ mod tests {
         let raw = join_bytes_elements(&[b"png1".as_slice(), b"jpeg2"]).unwrap();
         for shape in [&[2i64][..], &[2, 1]] {
             let input = tensor("image", "BYTES", shape, None);
-            let parsed = parse_input(&[input], &[raw.clone()]).unwrap();
+            let parsed = parse_input(&[input], std::slice::from_ref(&raw)).unwrap();
             assert_eq!(parsed, V2Input::Images(vec![Bytes::from_static(b"png1"), Bytes::from_static(b"jpeg2")]));
         }
         let typed = InferTensorContents { bytes_contents: vec![Bytes::from_static(b"img")], ..Default::default() };
@@ -333,7 +342,9 @@ mod tests {
         assert_eq!(parse_input(&[input], &[]).unwrap(), V2Input::Images(vec![Bytes::from_static(b"img")]));
 
         let miscounted = tensor("image", "BYTES", &[3], None);
-        assert!(message(parse_input(&[miscounted], &[raw]).unwrap_err()).contains("declares 3 images, the data holds 2"));
+        assert!(
+            message(parse_input(&[miscounted], &[raw]).unwrap_err()).contains("declares 3 images, the data holds 2")
+        );
         let no_data = tensor("image", "BYTES", &[1], None);
         assert!(message(parse_input(&[no_data], &[]).unwrap_err()).contains("declares 1 images, the data holds 0"));
     }
