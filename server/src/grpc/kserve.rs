@@ -60,7 +60,7 @@ pub fn model_metadata(info: &ModelInfo) -> pb::ModelMetadataResponse {
             tensor_meta(o, "FP32", shape)
         })
         .collect();
-    outputs.push(tensor_meta(RESULTS_OUTPUT, "BYTES", vec![-1, 1]));
+    outputs.push(tensor_meta(RESULTS_OUTPUT, "BYTES", vec![-1]));
     pb::ModelMetadataResponse {
         name: info.name.clone(),
         versions: vec![MODEL_VERSION.into()],
@@ -228,7 +228,7 @@ impl KServe {
                     .map(serde_json::to_vec)
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(|e| InferError::Internal(format!("encoding results: {e}")))?;
-                outputs.push(output_tensor(RESULTS_OUTPUT, "BYTES", vec![n as i64, 1]));
+                outputs.push(output_tensor(RESULTS_OUTPUT, "BYTES", vec![n as i64]));
                 raw.push(join_bytes_elements(&docs)?);
             }
         }
@@ -389,7 +389,7 @@ mod tests {
         assert_eq!(md.inputs[0].shape, vec![-1, 3, 224, 256]);
         assert_eq!((md.inputs[1].name.as_str(), md.inputs[1].datatype.as_str()), ("image", "BYTES"));
         let outs: Vec<(&str, &[i64])> = md.outputs.iter().map(|o| (o.name.as_str(), o.shape.as_slice())).collect();
-        assert_eq!(outs, vec![("output", &[-1i64, 10][..]), ("results", &[-1, 1][..])]);
+        assert_eq!(outs, vec![("output", &[-1i64, 10][..]), ("result", &[-1][..])]);
         let det = model_metadata(&info(Task::Detect));
         assert_eq!(det.outputs.len(), 3);
     }

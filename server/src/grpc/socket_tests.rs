@@ -141,7 +141,7 @@ async fn every_service_answers_over_a_socket() {
         v2::InferParameter { parameter_choice: Some(v2::infer_parameter::ParameterChoice::Int64Param(2)) },
     );
     let res = v2c.model_infer(req).await.unwrap().into_inner();
-    assert_eq!((res.outputs[0].name.as_str(), res.outputs[0].shape.as_slice()), ("results", &[2i64, 1][..]));
+    assert_eq!((res.outputs[0].name.as_str(), res.outputs[0].shape.as_slice()), ("result", &[2i64][..]));
     let docs = split_bytes_elements(&res.raw_output_contents[0]).unwrap();
     let first: serde_json::Value = serde_json::from_slice(&docs[0]).unwrap();
     assert_eq!((first["width"].as_u64(), first["height"].as_u64()), (Some(40), Some(30)));

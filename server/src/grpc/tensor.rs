@@ -13,7 +13,7 @@ pub const TENSOR_INPUT: &str = "input";
 /// Name of the BYTES [N] (or [N, 1]) input of encoded images that returns decoded results.
 pub const IMAGE_INPUT: &str = "image";
 /// Name of the BYTES [N, 1] output of the `image` input: one JSON document per image.
-pub const RESULTS_OUTPUT: &str = "results";
+pub const RESULTS_OUTPUT: &str = "result";
 
 /// The one input of a v2 request, checked against its declared datatype and shape.
 #[derive(Debug, PartialEq)]
