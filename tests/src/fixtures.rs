@@ -36,7 +36,10 @@ pub fn fixtures() -> &'static Fixtures {
 }
 
 fn generate() -> anyhow::Result<Fixtures> {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("csp-e2e-{}", std::process::id()));
+    // Under the target directory, so `cargo clean` removes it; one folder per test process.
+    let root = crate::profile_dir().join("csp-e2e");
+    remove_stale(&root);
+    let dir = root.join(std::process::id().to_string());
     std::fs::create_dir_all(&dir)?;
     let classifier = dir.join("classifier.safetensors");
     write_classifier(&classifier)?;
@@ -59,6 +62,19 @@ fn generate() -> anyhow::Result<Fixtures> {
         ),
     )?;
     Ok(Fixtures { dir, classifier, labels, detector_cfg, detector_weights, standard_config })
+}
+
+/// Removes the fixture folders of test processes that are gone (Linux: no `/proc/<pid>`).
+fn remove_stale(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        if pid != std::process::id() && Path::new("/proc/self").exists() && !Path::new(&format!("/proc/{pid}")).exists()
+        {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// CSPDarknet-53's layout with two narrow, one-block stages: a few thousand parameters.

@@ -87,6 +87,13 @@ pub fn truncated_jpeg() -> Vec<u8> {
     bytes
 }
 
+/// The first half of a real PNG: the image data stream ends early.
+pub fn truncated_png() -> Vec<u8> {
+    let mut bytes = png(128, 96, 3);
+    bytes.truncate(bytes.len() / 2);
+    bytes
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -26,12 +26,7 @@ pub fn workspace_binary(name: &str, env_var: &str, build_hint: &str) -> PathBuf 
         assert!(path.is_file(), "{env_var}={} is not a file", path.display());
         return path;
     }
-    let exe = std::env::current_exe().expect("the test executable's path");
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| if deps.ends_with("deps") { deps.parent() } else { Some(deps) })
-        .expect("the test executable lies in <target>/<profile>/deps");
-    let path = profile_dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    let path = profile_dir().join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     assert!(
         path.is_file(),
         "the `{name}` binary is not at {}: build it first with `{build_hint}` (same profile and \
@@ -39,6 +34,15 @@ pub fn workspace_binary(name: &str, env_var: &str, build_hint: &str) -> PathBuf 
         path.display()
     );
     path
+}
+
+/// `<target>/<profile>`, from this test executable's path (`<target>/<profile>/deps/<test>`).
+pub fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    exe.parent()
+        .and_then(|deps| if deps.ends_with("deps") { deps.parent() } else { Some(deps) })
+        .expect("the test executable lies in <target>/<profile>/deps")
+        .to_path_buf()
 }
 
 /// Polls `check` every 20 ms until it returns `Some`, for at most `timeout`.

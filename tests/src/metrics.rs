@@ -1,9 +1,18 @@
 //! Reading Prometheus text exposition: one sample by metric name and labels.
 
-/// The value of the sample `name{labels...}` (label order does not matter; the sample may carry
-/// more labels than asked for). `None` when no such sample exists.
+/// The value of the first sample `name{labels...}` (label order does not matter; the sample may
+/// carry more labels than asked for). `None` when no such sample exists.
 pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines().filter(|l| !l.starts_with('#')).find_map(|line| {
+    samples(text, name, labels).next()
+}
+
+/// The sum over every sample `name{labels...}` matches (0 when none does).
+pub fn sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    samples(text, name, labels).sum()
+}
+
+fn samples<'a>(text: &'a str, name: &'a str, labels: &'a [(&str, &str)]) -> impl Iterator<Item = f64> + 'a {
+    text.lines().filter(|l| !l.starts_with('#')).filter_map(move |line| {
         let (series, value) = line.rsplit_once(' ')?;
         let (metric, label_text) = match series.split_once('{') {
             Some((m, rest)) => (m, rest.strip_suffix('}')?),
@@ -49,5 +58,7 @@ mod tests {
         assert_eq!(sample(TEXT, "plain", &[]), Some(7.0));
         assert_eq!(sample(TEXT, "csp_requests_total", &[("status", "overloaded")]), None);
         assert_eq!(sample_or_zero(TEXT, "missing", &[]), 0.0);
+        assert_eq!(sum(TEXT, "csp_batch_size_bucket", &[("model", "cls")]), 7.0);
+        assert_eq!(sum(TEXT, "missing", &[]), 0.0);
     }
 }

@@ -28,7 +28,8 @@ pub async fn api_error(response: Response) -> ApiError {
     let content_type = response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
     let text = response.text().await.expect("error body");
     assert!(content_type.starts_with("application/json"), "{status}: error body is `{content_type}`, not JSON: {text}");
-    let body: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{status}: error body is not JSON ({e}): {text}"));
+    let body: Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{status}: error body is not JSON ({e}): {text}"));
     let message = body["error"].as_str().unwrap_or_else(|| panic!("{status}: no `error` string in {body}"));
     let kind = body["kind"].as_str().unwrap_or_else(|| panic!("{status}: no `kind` string in {body}"));
     assert!(!message.is_empty(), "{status}: empty error message");

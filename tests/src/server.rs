@@ -24,6 +24,7 @@ const START_ATTEMPTS: usize = 3;
 #[derive(Clone, Debug)]
 pub struct ServerBuilder {
     args: Vec<String>,
+    envs: Vec<(String, String)>,
 }
 
 impl Default for ServerBuilder {
@@ -35,7 +36,7 @@ impl Default for ServerBuilder {
 impl ServerBuilder {
     /// One compute and one decode thread: several servers share this machine's cores.
     pub fn new() -> Self {
-        ServerBuilder { args: ["--threads", "1", "--decode-threads", "1"].map(String::from).to_vec() }
+        ServerBuilder { args: ["--threads", "1", "--decode-threads", "1"].map(String::from).to_vec(), envs: Vec::new() }
     }
 
     pub fn arg(mut self, arg: impl Into<String>) -> Self {
@@ -49,6 +50,12 @@ impl ServerBuilder {
         S: Into<String>,
     {
         self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// An environment variable for the server (the harness clears every inherited `CSP_*`).
+    pub fn env(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.envs.push((key.to_owned(), value.into()));
         self
     }
 
@@ -73,7 +80,7 @@ impl ServerBuilder {
         let mut last_output = String::new();
         for _ in 0..START_ATTEMPTS {
             let (http, grpc) = (free_port(), free_port());
-            match launch(&bin, &self.args, http, grpc) {
+            match launch(&bin, &self, http, grpc) {
                 Ok(server) => return server,
                 Err(Launch::PortTaken(output)) => last_output = output,
                 Err(Launch::Failed(message)) => panic!("{message}"),
@@ -94,10 +101,10 @@ enum Launch {
     Failed(String),
 }
 
-fn launch(bin: &Path, args: &[String], http: SocketAddr, grpc: SocketAddr) -> Result<Server, Launch> {
+fn launch(bin: &Path, settings: &ServerBuilder, http: SocketAddr, grpc: SocketAddr) -> Result<Server, Launch> {
     let mut command = Command::new(bin);
     command
-        .args(args)
+        .args(&settings.args)
         .arg("--http-addr")
         .arg(http.to_string())
         .arg("--grpc-addr")
@@ -112,6 +119,7 @@ fn launch(bin: &Path, args: &[String], http: SocketAddr, grpc: SocketAddr) -> Re
             command.env_remove(key);
         }
     }
+    command.envs(settings.envs.iter().map(|(k, v)| (k, v)));
     let mut child = command.spawn().map_err(|e| Launch::Failed(format!("cannot start {}: {e}", bin.display())))?;
     let output = Arc::new(Mutex::new(String::new()));
     let (ready_tx, ready_rx) = mpsc::channel();

@@ -24,9 +24,8 @@ async fn api_key_guards_inference_only() {
     let server = ServerBuilder::new().config(&fixtures().standard_config).args(["--api-key", KEY]).start();
     let http = client();
     let png = images::png(48, 48, 1);
-    let classify = || {
-        http.post(server.url("/v1/models/cls/classify")).header("content-type", "image/png").body(png.clone())
-    };
+    let classify =
+        || http.post(server.url("/v1/models/cls/classify")).header("content-type", "image/png").body(png.clone());
 
     let missing = classify().send().await.unwrap();
     assert_eq!(missing.headers().get("www-authenticate").map(|v| v.to_str().unwrap()), Some("Bearer"));
@@ -67,7 +66,8 @@ async fn api_key_guards_inference_only() {
 
     // gRPC: the same rule with `authorization` metadata.
     let mut api = server.csp().await;
-    let request = || csp::ClassifyRequest { model: "cls".into(), images: vec![Bytes::from(png.clone())], ..Default::default() };
+    let request =
+        || csp::ClassifyRequest { model: "cls".into(), images: vec![Bytes::from(png.clone())], ..Default::default() };
     assert_eq!(api.classify(request()).await.unwrap_err().code(), Code::Unauthenticated);
     assert_eq!(api.classify(with_key(request(), "Bearer nope")).await.unwrap_err().code(), Code::Unauthenticated);
     let ok = api.classify(with_key(request(), &format!("Bearer {KEY}"))).await.unwrap().into_inner();

@@ -56,8 +56,12 @@ async fn concurrent_requests_are_batched_and_match_single_results() {
     let api = server.csp().await;
     let calls = pictures.iter().map(|p| {
         let mut api = api.clone();
-        let request =
-            csp::ClassifyRequest { model: "cls".into(), images: vec![Bytes::from(p.clone())], top_k: Some(10), ..Default::default() };
+        let request = csp::ClassifyRequest {
+            model: "cls".into(),
+            images: vec![Bytes::from(p.clone())],
+            top_k: Some(10),
+            ..Default::default()
+        };
         async move { api.classify(request).await }
     });
     for (i, result) in futures::future::join_all(calls).await.into_iter().enumerate() {
@@ -65,7 +69,12 @@ async fn concurrent_requests_are_batched_and_match_single_results() {
         assert_eq!(result.results[0].classes.len(), CLASSES);
         for class in &result.results[0].classes {
             let single = alone[i][&u64::from(class.index)];
-            assert!((class.score - single).abs() < 1e-5, "image {i}, class {}: {} vs {single}", class.index, class.score);
+            assert!(
+                (class.score - single).abs() < 1e-5,
+                "image {i}, class {}: {} vs {single}",
+                class.index,
+                class.score
+            );
         }
     }
     let (last, last_singles, _) = batch_counts(&rest::metrics(&http, &server).await);
@@ -90,7 +99,11 @@ async fn batched_tensor_rows_equal_single_runs() {
         for row in &rows {
             let body = ok_json(infer(model, 1, row.clone()).await.unwrap()).await;
             let outs = body["outputs"].as_array().unwrap();
-            singles.push(outs.iter().map(|o| o["data"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect()).collect());
+            singles.push(
+                outs.iter()
+                    .map(|o| o["data"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect())
+                    .collect(),
+            );
         }
         let before = batch_counts_for(&rest::metrics(&http, &server).await, model);
         let body = ok_json(infer(model, 4, rows.concat()).await.unwrap()).await;

@@ -38,8 +38,11 @@ async fn abandoned_requests_are_skipped_and_the_server_keeps_serving() {
     let api = server.csp().await;
     let calls = (0..ABANDONED).map(|i| {
         let mut api = api.clone();
-        let request =
-            csp::ClassifyRequest { model: "cls".into(), images: vec![Bytes::from(images::png(40, 40, i))], ..Default::default() };
+        let request = csp::ClassifyRequest {
+            model: "cls".into(),
+            images: vec![Bytes::from(images::png(40, 40, i))],
+            ..Default::default()
+        };
         async move { tokio::time::timeout(Duration::from_millis(150), api.classify(request)).await }
     });
     for call in futures::future::join_all(calls).await {
@@ -58,13 +61,20 @@ async fn abandoned_requests_are_skipped_and_the_server_keeps_serving() {
     // ... and, once their batch would have run, none of them was computed.
     tokio::time::sleep(QUEUE_DELAY + Duration::from_millis(300)).await;
     let text = rest::metrics(&http, &server).await;
-    assert_eq!(metrics::sample_or_zero(&text, "csp_batch_size_count", &cls), 0.0, "abandoned requests were computed\n{text}");
+    assert_eq!(
+        metrics::sample_or_zero(&text, "csp_batch_size_count", &cls),
+        0.0,
+        "abandoned requests were computed\n{text}"
+    );
 
     // The server still serves, over both transports.
     rest::assert_healthy(&http, &server, "cls").await;
     let mut api = api.clone();
-    let request =
-        csp::ClassifyRequest { model: "cls".into(), images: vec![Bytes::from(images::png(40, 40, 0))], ..Default::default() };
+    let request = csp::ClassifyRequest {
+        model: "cls".into(),
+        images: vec![Bytes::from(images::png(40, 40, 0))],
+        ..Default::default()
+    };
     assert_eq!(api.classify(request).await.unwrap().into_inner().results.len(), 1);
     let body = ok_json(rest::classify_raw(&http, &server, "cls", images::png(30, 30, 1), "").await).await;
     assert_eq!(body["results"].as_array().map(Vec::len), Some(1));

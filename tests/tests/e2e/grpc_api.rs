@@ -121,7 +121,8 @@ async fn kserve_health_metadata_config_and_statistics() {
         ..Default::default()
     };
     v2.model_infer(request).await.unwrap();
-    let stats = v2.model_statistics(kserve::ModelStatisticsRequest { name: "cls".into(), version: String::new() }).await;
+    let stats =
+        v2.model_statistics(kserve::ModelStatisticsRequest { name: "cls".into(), version: String::new() }).await;
     let stats = stats.unwrap().into_inner().model_stats;
     assert_eq!(stats.len(), 1);
     assert_eq!((stats[0].name.as_str(), stats[0].inference_count, stats[0].execution_count), ("cls", 1, 1));
@@ -161,7 +162,8 @@ async fn kserve_infer_typed_raw_bytes_and_streaming() {
 
     // The same input over REST v2 gives the same logits.
     let http = client();
-    let body = serde_json::json!({"inputs": [{"name": "input", "datatype": "FP32", "shape": [2, 3, 64, 64], "data": x}]});
+    let body =
+        serde_json::json!({"inputs": [{"name": "input", "datatype": "FP32", "shape": [2, 3, 64, 64], "data": x}]});
     let rest_body = ok_json(http.post(server.url("/v2/models/cls/infer")).json(&body).send().await.unwrap()).await;
     let rest_logits: Vec<f32> =
         rest_body["outputs"][0]["data"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
@@ -192,7 +194,8 @@ async fn kserve_infer_typed_raw_bytes_and_streaming() {
     assert_eq!(outs.len(), 1);
     assert_eq!(res.outputs[0].datatype, "BYTES");
     assert_eq!(outs[0].1.first(), Some(&2));
-    let docs: Vec<Value> = split_length_prefixed(&outs[0].2).iter().map(|d| serde_json::from_slice(d).unwrap()).collect();
+    let docs: Vec<Value> =
+        split_length_prefixed(&outs[0].2).iter().map(|d| serde_json::from_slice(d).unwrap()).collect();
     assert_eq!((docs.len(), &docs[0]["width"], &docs[1]["height"]), (2, &Value::from(80), &Value::from(70)));
     let v1 = ok_json(rest::classify_raw(&http, &server, "cls", png.clone(), "").await).await;
     assert!(scores_diff(&scores(&docs[0]), &scores(&v1["results"][0])) < 1e-5);
@@ -265,7 +268,11 @@ async fn csp_service_unary_and_model_descriptions() {
     let v1 = ok_json(rest::classify_raw(&http, &server, "cls", png, "?top_k=3").await).await;
     let rest_scores = scores(&v1["results"][0]);
     for c in &res.results[0].classes {
-        assert!((rest_scores[&u64::from(c.index)] - c.score).abs() < 1e-6, "REST and gRPC disagree on class {}", c.index);
+        assert!(
+            (rest_scores[&u64::from(c.index)] - c.score).abs() < 1e-6,
+            "REST and gRPC disagree on class {}",
+            c.index
+        );
     }
 
     let request = csp::DetectRequest {
@@ -370,7 +377,10 @@ async fn health_service_and_reflection() {
     assert_eq!(unknown.unwrap_err().code(), Code::NotFound);
 
     let mut reflection = ServerReflectionClient::new(server.channel().await);
-    let request = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
     let mut stream = reflection.server_reflection_info(tokio_stream::iter([request])).await.unwrap().into_inner();
     let response = stream.next().await.expect("a reflection response").unwrap();
     let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
@@ -401,9 +411,12 @@ async fn v2_metadata_agrees_across_rest_and_grpc() {
     let server = standard();
     let http = client();
     let mut v2 = server.kserve().await;
+    let mut differences = Vec::new();
     let (_, rest_server) = get_json(&http, &server.url("/v2")).await;
     let grpc_server = v2.server_metadata(kserve::ServerMetadataRequest {}).await.unwrap().into_inner();
-    assert_eq!(rest_server["name"], grpc_server.name.as_str(), "server name differs between REST and gRPC");
+    if rest_server["name"] != grpc_server.name.as_str() {
+        differences.push(format!("server name: REST {} vs gRPC {:?}", rest_server["name"], grpc_server.name));
+    }
     for model in ["cls", "det"] {
         let (_, rest_md) = get_json(&http, &server.url(&format!("/v2/models/{model}"))).await;
         let grpc_md = v2.model_metadata(kserve::ModelMetadataRequest { name: model.into(), version: String::new() });
@@ -419,7 +432,14 @@ async fn v2_metadata_agrees_across_rest_and_grpc() {
         let grpc_tensors = |list: &[kserve::model_metadata_response::TensorMetadata]| -> Vec<(String, String)> {
             list.iter().map(|t| (t.name.clone(), t.datatype.clone())).collect()
         };
-        assert_eq!(rest_tensors("inputs"), grpc_tensors(&grpc_md.inputs), "{model}: inputs differ");
-        assert_eq!(rest_tensors("outputs"), grpc_tensors(&grpc_md.outputs), "{model}: outputs differ");
+        for (what, rest, grpc) in [
+            ("inputs", rest_tensors("inputs"), grpc_tensors(&grpc_md.inputs)),
+            ("outputs", rest_tensors("outputs"), grpc_tensors(&grpc_md.outputs)),
+        ] {
+            if rest != grpc {
+                differences.push(format!("{model} {what}: REST {rest:?} vs gRPC {grpc:?}"));
+            }
+        }
     }
+    assert!(differences.is_empty(), "REST and gRPC v2 metadata differ:\n{}", differences.join("\n"));
 }

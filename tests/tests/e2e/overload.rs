@@ -33,8 +33,8 @@ async fn full_queue_rejects_and_loses_nothing_accepted() {
     let expected: Vec<_> = reference["results"].as_array().unwrap().iter().map(scores).collect();
 
     // REST flood.
-    let requests =
-        (0..CONCURRENT).map(|i| rest::classify_raw(&http, &server, "cls", pictures[i % QUEUE_SIZE].clone(), "?top_k=10"));
+    let requests = (0..CONCURRENT)
+        .map(|i| rest::classify_raw(&http, &server, "cls", pictures[i % QUEUE_SIZE].clone(), "?top_k=10"));
     let responses = futures::future::join_all(requests).await;
     let (mut accepted, mut rejected) = (0, 0);
     for (i, response) in responses.into_iter().enumerate() {
@@ -58,11 +58,15 @@ async fn full_queue_rejects_and_loses_nothing_accepted() {
     assert!(rejected >= 1, "{CONCURRENT} requests against {QUEUE_SIZE} queue slots: none rejected");
     assert!(accepted >= 1, "every request was rejected");
     let text = rest::metrics(&http, &server).await;
-    let ok = metrics::sample_or_zero(&text, "csp_requests_total", &[("model", "cls"), ("endpoint", "classify"), ("status", "ok")]);
+    let ok = metrics::sample_or_zero(
+        &text,
+        "csp_requests_total",
+        &[("model", "cls"), ("endpoint", "classify"), ("status", "ok")],
+    );
     assert_eq!(ok, (accepted + 1) as f64, "accepted requests must all be answered (plus the reference)");
     let full = metrics::sample_or_zero(&text, "csp_rejections_total", &[("model", "cls"), ("reason", "queue_full")]);
     assert_eq!(full, rejected as f64, "{text}");
-    let overloaded = metrics::sample_or_zero(&text, "csp_requests_total", &[("model", "cls"), ("status", "overloaded")]);
+    let overloaded = metrics::sum(&text, "csp_requests_total", &[("model", "cls"), ("status", "overloaded")]);
     assert_eq!(overloaded, rejected as f64);
 
     // gRPC flood.

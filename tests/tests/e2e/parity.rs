@@ -110,7 +110,9 @@ async fn grpc_infer(server: &csp_e2e::Server, model: &str, values: &[f32]) -> Ha
         .outputs
         .iter()
         .zip(&response.raw_output_contents)
-        .map(|(o, raw)| (o.name.clone(), raw.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()))
+        .map(|(o, raw)| {
+            (o.name.clone(), raw.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect())
+        })
         .collect()
 }
 

@@ -294,8 +294,12 @@ async fn v2_protocol_over_rest() {
     let outputs = body["outputs"].as_array().unwrap();
     assert_eq!(outputs.len(), 1, "{body}");
     assert_eq!((&outputs[0]["datatype"], &outputs[0]["shape"][0]), (&json!("BYTES"), &json!(2)));
-    let docs: Vec<Value> =
-        outputs[0]["data"].as_array().unwrap().iter().map(|d| serde_json::from_str(d.as_str().unwrap()).unwrap()).collect();
+    let docs: Vec<Value> = outputs[0]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| serde_json::from_str(d.as_str().unwrap()).unwrap())
+        .collect();
     let v1 = ok_json(rest::classify_raw(&http, &server, "cls", png, "").await).await;
     assert_eq!(docs[0]["width"], 80);
     assert_eq!(docs[1]["height"], 70);
@@ -339,7 +343,8 @@ async fn metrics_openapi_and_offline_docs() {
     let cls = [("model", "cls")];
     let ok = [("model", "cls"), ("endpoint", "classify"), ("status", "ok")];
     assert_eq!(metrics::sample(&text, "csp_requests_total", &ok), Some(1.0), "{text}");
-    for histogram in ["csp_decode_seconds", "csp_queue_seconds", "csp_inference_seconds", "csp_request_seconds", "csp_batch_size"]
+    for histogram in
+        ["csp_decode_seconds", "csp_queue_seconds", "csp_inference_seconds", "csp_request_seconds", "csp_batch_size"]
     {
         let count = metrics::sample(&text, &format!("{histogram}_count"), &cls);
         assert!(count.is_some_and(|c| c >= 1.0), "{histogram}_count = {count:?}\n{text}");
@@ -367,6 +372,64 @@ async fn metrics_openapi_and_offline_docs() {
     }
     for link in page.split("<link").skip(1) {
         let tag = link.split('>').next().unwrap_or_default();
-        assert!(!tag.contains("http") && !tag.contains("\"//"), "the docs page links an external resource: <link{tag}>");
+        assert!(
+            !tag.contains("http") && !tag.contains("\"//"),
+            "the docs page links an external resource: <link{tag}>"
+        );
     }
+}
+
+/// `--model NAME=FILE.safetensors`, `--model NAME=CFG@WEIGHTS`, flags as defaults, TOML overrides
+/// (input size, batching, instances) and `CSP_*` environment settings all reach the served models.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn models_from_flags_environment_and_config_overrides() {
+    let f = fixtures();
+    let http = client();
+    let server = ServerBuilder::new()
+        .model("plain", &f.classifier)
+        .model_with_arch("yolo", &f.detector_cfg, &f.detector_weights)
+        .args(["--max-batch-size", "2", "--instances", "2"])
+        .start();
+    let (_, list) = get_json(&http, &server.url("/v1/models")).await;
+    let models = list["models"].as_array().unwrap();
+    assert_eq!(models.iter().map(|m| m["name"].as_str().unwrap()).collect::<Vec<_>>(), ["plain", "yolo"]);
+    for m in models {
+        assert_eq!((&m["batching"]["max_batch_size"], &m["instances"]), (&json!(2), &json!(2)), "{m}");
+    }
+    assert_eq!(models[0]["labels"], json!([]), "no labels file was given");
+    let body = ok_json(rest::classify_raw(&http, &server, "plain", images::png(30, 20, 1), "").await).await;
+    assert!(body["results"][0]["classes"][0]["label"].is_null(), "{body}");
+    let response = http.post(server.url("/v1/models/yolo/detect")).header("content-type", "image/png");
+    ok_json(response.body(images::png(30, 20, 1)).send().await.unwrap()).await;
+    drop(server);
+
+    // The environment sets what flags set.
+    let server = ServerBuilder::new()
+        .env("CSP_MODEL", format!("envmodel={}", f.classifier.display()))
+        .env("CSP_MAX_BATCH_SIZE", "3")
+        .start();
+    let (_, model) = get_json(&http, &server.url("/v1/models/envmodel")).await;
+    assert_eq!(model["batching"]["max_batch_size"], 3, "{model}");
+    drop(server);
+
+    // Per-model TOML settings: a larger detector input, its own batching.
+    let config = csp_e2e::fixtures::write_config(
+        "overrides",
+        &format!(
+            "[[models]]\nname = \"big\"\narch = {:?}\nweights = {:?}\ninput_size = [96, 96]\n\
+             max_batch_size = 5\nmax_queue_delay_ms = 7\nmax_queue_size = 11\n",
+            f.detector_cfg.display().to_string(),
+            f.detector_weights.display().to_string(),
+        ),
+    );
+    let server = ServerBuilder::new().config(&config).start();
+    let (_, model) = get_json(&http, &server.url("/v1/models/big")).await;
+    assert_eq!(model["input_size"], json!([96, 96]));
+    assert_eq!(model["batching"], json!({"max_batch_size": 5, "max_queue_delay_ms": 7, "max_queue_size": 11}));
+    let x = random_values(3 * 96 * 96, 1);
+    let request = json!({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 3, 96, 96], "data": x}]});
+    let body = ok_json(http.post(server.url("/v2/models/big/infer")).json(&request).send().await.unwrap()).await;
+    let per_anchor = 3 * (5 + DETECTOR_CLASSES);
+    assert_eq!(output(&body, "head_0")["shape"], json!([1, per_anchor, 3, 3]));
+    assert_eq!(output(&body, "head_1")["shape"], json!([1, per_anchor, 6, 6]));
 }

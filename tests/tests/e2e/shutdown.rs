@@ -41,8 +41,11 @@ async fn sigterm_drains_queued_requests_and_exits_zero() {
     let mut api = server.csp().await;
     let grpc_call = {
         let mut api = api.clone();
-        let request =
-            csp::ClassifyRequest { model: "cls".into(), images: vec![Bytes::from(images::png(50, 30, 7))], ..Default::default() };
+        let request = csp::ClassifyRequest {
+            model: "cls".into(),
+            images: vec![Bytes::from(images::png(50, 30, 7))],
+            ..Default::default()
+        };
         tokio::spawn(async move { api.classify(request).await })
     };
     wait_until("4 requests to be queued", Duration::from_secs(20), || async {
@@ -74,9 +77,17 @@ async fn sigterm_drains_queued_requests_and_exits_zero() {
 
     // ... new work is refused ...
     let refused = api_error(rest::classify_raw(&http, &server, "cls", images::png(30, 30, 9), "").await).await;
-    assert_eq!((refused.status, refused.kind.as_str()), (StatusCode::SERVICE_UNAVAILABLE, "unavailable"), "{}", refused.message);
-    let request =
-        csp::ClassifyRequest { model: "cls".into(), images: vec![Bytes::from(images::png(30, 30, 9))], ..Default::default() };
+    assert_eq!(
+        (refused.status, refused.kind.as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        "{}",
+        refused.message
+    );
+    let request = csp::ClassifyRequest {
+        model: "cls".into(),
+        images: vec![Bytes::from(images::png(30, 30, 9))],
+        ..Default::default()
+    };
     assert_eq!(api.classify(request).await.unwrap_err().code(), Code::Unavailable);
 
     // ... and the queued requests complete.
