@@ -16,7 +16,7 @@ use super::stream::{in_order, STREAM_WINDOW};
 use super::tensor::{f32_to_le, join_bytes_elements, parse_input, V2Input, IMAGE_INPUT, RESULTS_OUTPUT, TENSOR_INPUT};
 use crate::core::{Infer, InferError, ModelInfo, RequestOptions, Task};
 
-pub const SERVER_NAME: &str = "csp-server";
+pub const SERVER_NAME: &str = "cspserve";
 pub const PLATFORM: &str = "candle";
 /// The protocol extensions this server implements.
 pub const EXTENSIONS: [&str; 3] = ["model_configuration", "statistics", "parameters"];

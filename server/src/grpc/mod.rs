@@ -20,6 +20,7 @@ use tonic::service::Routes;
 use crate::core::Infer;
 
 pub use kserve::{EXTENSIONS, PLATFORM, SERVER_NAME};
+pub(crate) use params::IGNORED as IGNORED_PARAMETERS;
 pub use stream::STREAM_WINDOW;
 
 /// Generated messages, servers and clients.

@@ -9,7 +9,8 @@ use crate::core::{ClassifyParams, DetectParams, InferError, Task};
 
 /// Parameters Triton's clients send on their own (sequence batching, priority); they do not apply
 /// to these models and are accepted so those clients work unchanged.
-const IGNORED: [&str; 5] = ["sequence_id", "sequence_start", "sequence_end", "priority", "binary_data_output"];
+pub(crate) const IGNORED: [&str; 5] =
+    ["sequence_id", "sequence_start", "sequence_end", "priority", "binary_data_output"];
 
 /// What a v2 request's parameters ask for.
 #[derive(Debug, Default)]

@@ -66,11 +66,15 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+const DEADLINE_MARGIN: Duration = Duration::from_millis(5);
+
 /// The client's deadline from the `grpc-timeout` header, if it sent one. A malformed value is
 /// ignored, as tonic's own timeout layer ignores it.
 pub fn client_deadline(metadata: &MetadataMap) -> Option<Instant> {
     let value = metadata.get("grpc-timeout")?.to_str().ok()?;
-    parse_grpc_timeout(value).map(|d| Instant::now() + d)
+    // tonic's transport answers CANCELLED when the same timeout fires first; end a little earlier
+    // so the client gets DEADLINE_EXCEEDED from us.
+    parse_grpc_timeout(value).map(|d| Instant::now() + d.saturating_sub(DEADLINE_MARGIN))
 }
 
 /// `grpc-timeout` is at most 8 ASCII digits followed by a unit: H, M, S, m (milli), u (micro), n (nano).

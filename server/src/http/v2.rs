@@ -85,13 +85,21 @@ pub fn metadata(info: &ModelInfo) -> Value {
 const TASK_KEYS: &[&str] = &["top_k", "score_threshold", "iou_threshold", "max_detections", "classes"];
 
 /// Request `parameters`: `timeout` (microseconds, as Triton) and, for `image` inputs, the
-/// friendly task parameters. Other keys (Triton's `binary_data_output`, `priority`, ...) pass.
+/// friendly task parameters. Triton's own keys (`binary_data_output`, `priority`, ...) pass; others are refused.
 fn request_params(
     parameters: Option<&Map<String, Value>>,
     task: Option<Task>,
 ) -> ApiResult<(Option<Params>, RequestOptions)> {
     let empty = Map::new();
     let parameters = parameters.unwrap_or(&empty);
+    // The same allow-list as gRPC: our own keys and those Triton's clients send on their own.
+    if let Some(key) = parameters.keys().find(|k| {
+        k.as_str() != "timeout"
+            && !TASK_KEYS.contains(&k.as_str())
+            && !crate::grpc::IGNORED_PARAMETERS.contains(&k.as_str())
+    }) {
+        return Err(ApiError::invalid(format!("unsupported parameter `{key}`")));
+    }
     let timeout = match parameters.get("timeout") {
         None => None,
         Some(value) => match value.as_u64() {
