@@ -11,7 +11,11 @@ use serde::Deserialize;
 use crate::core::{BatchingConfig, DeviceSpec, Limits, ModelConfig};
 
 #[derive(Parser, Debug, Clone)]
-#[command(name = "csp-server", version, about = "Serve CSPNet classifiers and detectors over REST and gRPC with dynamic batching")]
+#[command(
+    name = "csp-server",
+    version,
+    about = "Serve CSPNet classifiers and detectors over REST and gRPC with dynamic batching"
+)]
 pub struct Args {
     /// A model to serve, `NAME=ARCH@WEIGHTS` (repeatable, or comma-separated in CSP_MODEL). ARCH is a
     /// built-in architecture (`csp-model list`) or a darknet .cfg path; WEIGHTS a native or timm
@@ -181,7 +185,12 @@ fn positive(v: usize, flag: &str) -> Result<usize> {
 }
 
 /// `NAME=ARCH@WEIGHTS` or `NAME=WEIGHTS.safetensors`.
-fn parse_model_flag(spec: &str, device: &DeviceSpec, batching: &BatchingConfig, instances: usize) -> Result<ModelConfig> {
+fn parse_model_flag(
+    spec: &str,
+    device: &DeviceSpec,
+    batching: &BatchingConfig,
+    instances: usize,
+) -> Result<ModelConfig> {
     let (name, rest) = spec.split_once('=').with_context(|| format!("--model `{spec}`: expected NAME=ARCH@WEIGHTS"))?;
     check_name(name)?;
     let (arch, weights) = match rest.rsplit_once('@') {

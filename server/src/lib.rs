@@ -81,10 +81,9 @@ pub async fn serve(settings: config::Settings, stop: impl std::future::Future<Ou
     let router = http::router(infer.clone(), http::HttpOptions { api_key: settings.api_key.clone() });
     let http_server = axum::serve(http_listener, router).with_graceful_shutdown(closed(close_rx.clone()));
     let routes = grpc::routes(infer.clone(), grpc::GrpcOptions { api_key: settings.api_key.clone() });
-    let grpc_server = tonic::transport::Server::builder().add_routes(routes).serve_with_incoming_shutdown(
-        tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
-        closed(close_rx),
-    );
+    let grpc_server = tonic::transport::Server::builder()
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(grpc_listener), closed(close_rx));
     let http_task = tokio::spawn(async move { http_server.await });
     let grpc_task = tokio::spawn(grpc_server);
     let names: Vec<String> = infer.models().into_iter().map(|m| m.name).collect();

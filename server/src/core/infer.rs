@@ -67,7 +67,12 @@ impl Infer {
     }
 
     /// Encoded images through whichever task the model has, with default parameters (v2 `image` input).
-    pub async fn run_images(&self, model: &str, images: Vec<Bytes>, opts: RequestOptions) -> Result<ImagesResponse, InferError> {
+    pub async fn run_images(
+        &self,
+        model: &str,
+        images: Vec<Bytes>,
+        opts: RequestOptions,
+    ) -> Result<ImagesResponse, InferError> {
         let task = self.inner.get(model)?.info.task;
         let params = match task {
             Task::Classify => TaskParams::Classify(ClassifyParams::default()),

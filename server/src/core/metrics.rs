@@ -1,8 +1,6 @@
 //! Prometheus metrics, named `csp_<noun>_<unit>`, with explicit buckets.
 
-use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
-};
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
 /// Latency buckets in seconds: 0.5 ms to 30 s.
 const LATENCY_BUCKETS: &[f64] =
@@ -29,13 +27,15 @@ impl Metrics {
     pub fn new(max_batch: usize) -> Self {
         let registry = Registry::new();
         let hist = |name: &str, help: &str, buckets: Vec<f64>| {
-            let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), &["model"]).expect("valid histogram");
+            let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), &["model"])
+                .expect("valid histogram");
             registry.register(Box::new(h.clone())).expect("unique metric");
             h
         };
         let lat = LATENCY_BUCKETS.to_vec();
         let decode_seconds = hist("csp_decode_seconds", "Image decode and preprocessing time per request", lat.clone());
-        let queue_seconds = hist("csp_queue_seconds", "Time from enqueue to the start of the forward pass", lat.clone());
+        let queue_seconds =
+            hist("csp_queue_seconds", "Time from enqueue to the start of the forward pass", lat.clone());
         let inference_seconds = hist("csp_inference_seconds", "Forward pass time per batch", lat.clone());
         let request_seconds = hist("csp_request_seconds", "Total time per request inside the server", lat);
         let batch_buckets: Vec<f64> = (1..=max_batch.max(1)).map(|b| b as f64).collect();
@@ -45,7 +45,8 @@ impl Metrics {
             registry.register(Box::new(c.clone())).expect("unique metric");
             c
         };
-        let requests = counter("csp_requests_total", "Requests by model, endpoint and status", &["model", "endpoint", "status"]);
+        let requests =
+            counter("csp_requests_total", "Requests by model, endpoint and status", &["model", "endpoint", "status"]);
         let rejections = counter("csp_rejections_total", "Requests refused at admission", &["model", "reason"]);
         let gauge = |name: &str, help: &str| {
             let g = IntGaugeVec::new(Opts::new(name, help), &["model"]).expect("valid gauge");

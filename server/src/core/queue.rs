@@ -33,7 +33,10 @@ pub(crate) struct Entry {
 pub(crate) enum Command {
     Append(Vec<Entry>),
     /// A backend instance is free and wants up to `max` entries.
-    NextBatch { max: usize, reply: oneshot::Sender<Vec<Entry>> },
+    NextBatch {
+        max: usize,
+        reply: oneshot::Sender<Vec<Entry>>,
+    },
 }
 
 pub(crate) struct QueueTask {
