@@ -181,3 +181,40 @@ fn predict_raw_tensors_of_a_detector_writes_every_head() {
         assert!(diff <= 1e-4 * scale, "{name}: {diff} vs scale {scale}");
     }
 }
+
+#[test]
+fn device_flag_picks_the_device_or_says_why_not() {
+    let bench = |device: &str| {
+        csp_model(&[
+            "bench", "--arch", "resnet10", "--size", "32", "--iters", "1", "--warmup", "0", "--json", "--device",
+            device,
+        ])
+    };
+    let (ok, out, err) = bench("cpu");
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["device"], "cpu");
+    let (ok, _, err) = bench("gpu0");
+    assert!(!ok && err.contains("unknown device `gpu0`"), "{err}");
+    let (ok, _, err) = bench("cuda:x");
+    assert!(!ok && err.contains("unknown device `cuda:x`"), "{err}");
+    // A CPU-only build names the feature it lacks instead of failing somewhere deeper.
+    #[cfg(not(feature = "cuda"))]
+    {
+        let (ok, _, err) = bench("cuda:0");
+        assert!(!ok && err.contains("--features cuda"), "{err}");
+    }
+}
+
+#[test]
+fn convert_without_weights_writes_a_random_model_that_loads_alone() {
+    let out = tmp("random-resnet10.safetensors");
+    let (ok, stdout, err) = csp_model(&["convert", "--arch", "resnet10", "--out", out.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(stdout.contains("resnet10"), "{stdout}");
+    let model = csp_models::weights::load_model(None, Some(&out), &Device::Cpu, true).unwrap();
+    assert_eq!(model.net.arch, "resnet10");
+    // Neither weights nor an architecture: nothing to convert.
+    let (ok, _, err) = csp_model(&["convert", "--out", out.to_str().unwrap()]);
+    assert!(!ok && err.contains("give --weights"), "{err}");
+}

@@ -68,6 +68,8 @@ enum Command {
         labels: Option<PathBuf>,
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        device: DeviceArg,
     },
     /// Detect objects in images with a detector: JSON on stdout, annotated copies with --out-dir.
     Detect {
@@ -104,12 +106,13 @@ enum Command {
         #[arg(long)]
         out_dir: Option<PathBuf>,
     },
-    /// Convert timm safetensors or darknet .weights into our safetensors (network in the metadata).
+    /// Convert timm safetensors or darknet .weights into our safetensors (network in the metadata);
+    /// without --weights, write randomly initialised weights (for tests and CPU/GPU parity checks).
     Convert {
         #[command(flatten)]
         arch: ArchArgs,
         #[arg(long)]
-        weights: PathBuf,
+        weights: Option<PathBuf>,
         /// Output .safetensors file.
         #[arg(long)]
         out: PathBuf,
@@ -137,7 +140,32 @@ enum Command {
         warmup: usize,
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        device: DeviceArg,
     },
+}
+
+#[derive(Args)]
+struct DeviceArg {
+    /// Where the model runs: cpu, cuda (= cuda:0) or cuda:N (needs a build with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+impl DeviceArg {
+    fn open(&self) -> Result<Device> {
+        let ordinal = match self.device.as_str() {
+            "cpu" => return Ok(Device::Cpu),
+            "cuda" => 0,
+            other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
+                Some(Ok(n)) => n,
+                _ => bail!("unknown device `{other}` (cpu, cuda, cuda:N)"),
+            },
+        };
+        Device::new_cuda(ordinal).with_context(|| {
+            format!("opening cuda:{ordinal} (a build with `--features cuda`, a GPU and its driver are needed)")
+        })
+    }
 }
 
 #[derive(Args)]
@@ -180,8 +208,8 @@ fn main() -> Result<()> {
         Command::Summary { arch, size, classes, json, plot } => {
             summary(&arch.required()?, size, classes, json, plot.as_deref())
         }
-        Command::Predict { arch, weights, image, input, output, top_k, labels, json } => {
-            let model = weights::load_model(arch.get().as_ref(), Some(&weights), &Device::Cpu, true)?;
+        Command::Predict { arch, weights, image, input, output, top_k, labels, json, device } => {
+            let model = weights::load_model(arch.get().as_ref(), Some(&weights), &device.open()?, true)?;
             match (input, output) {
                 (Some(i), Some(o)) => predict_tensors(&model, &i, &o),
                 _ if !image.is_empty() => predict_images(&model, &image, top_k, labels.as_deref(), json),
@@ -213,7 +241,10 @@ fn main() -> Result<()> {
             detect(arch.get().as_ref(), &weights, &images, post, labels.as_deref(), out_dir.as_deref())
         }
         Command::Convert { arch, weights, out, fold } => {
-            let model = weights::load_model(arch.get().as_ref(), Some(&weights), &Device::Cpu, fold)?;
+            if weights.is_none() && arch.get().is_none() {
+                bail!("give --weights FILE, or --arch NAME / --cfg FILE for random weights");
+            }
+            let model = weights::load_model(arch.get().as_ref(), weights.as_deref(), &Device::Cpu, fold)?;
             weights::native::save(&model, &out)?;
             let s = flops::summarize(&model.net, model.net.input_size.0, model.net.input_size.1)?;
             println!(
@@ -225,8 +256,8 @@ fn main() -> Result<()> {
             );
             Ok(())
         }
-        Command::Bench { arch, weights, batch, size, threads, iters, warmup, json } => {
-            bench(&arch, weights.as_deref(), batch, size, threads, iters, warmup, json)
+        Command::Bench { arch, weights, batch, size, threads, iters, warmup, json, device } => {
+            bench(&arch, weights.as_deref(), &device.open()?, batch, size, threads, iters, warmup, json)
         }
     }
 }
@@ -274,14 +305,15 @@ fn predict_tensors(model: &Model, input: &Path, output: &Path) -> Result<()> {
     let tensors =
         candle_core::safetensors::load(input, &Device::Cpu).with_context(|| format!("reading {}", input.display()))?;
     let x = tensors.get("input").with_context(|| format!("{} has no tensor `input`", input.display()))?;
-    let x = x.to_dtype(DType::F32)?;
+    let x = x.to_dtype(DType::F32)?.to_device(model.device())?;
     // Detectors: one raw map per [yolo] head, [N, anchors * (5 + classes), H, W], before decoding.
     let is_detector = model.net.layers.iter().any(|l| matches!(l.op, csp_models::network::Op::Yolo(_)));
-    let named: std::collections::HashMap<String, Tensor> = if is_detector {
-        model.forward_heads(&x)?.into_iter().enumerate().map(|(k, t)| (format!("head_{k}"), t)).collect()
-    } else {
-        [("output".to_string(), model.forward(&x)?)].into_iter().collect()
-    };
+    let outputs = if is_detector { model.forward_heads(&x)? } else { vec![model.forward(&x)?] };
+    let mut named = std::collections::HashMap::new();
+    for (k, t) in outputs.into_iter().enumerate() {
+        let name = if is_detector { format!("head_{k}") } else { "output".to_string() };
+        named.insert(name, t.to_device(&Device::Cpu)?);
+    }
     candle_core::safetensors::save(&named, output)?;
     Ok(())
 }
@@ -466,6 +498,7 @@ fn same_file(a: &Path, b: &Path) -> bool {
 fn bench(
     arch: &ArchArgs,
     weights: Option<&Path>,
+    device: &Device,
     batch: usize,
     size: usize,
     threads: Option<usize>,
@@ -476,30 +509,38 @@ fn bench(
     if batch == 0 || size == 0 || iters == 0 {
         bail!("--batch, --size and --iters must be positive");
     }
-    let model = weights::load_model(arch.get().as_ref(), weights, &Device::Cpu, true)?;
-    let x = Tensor::randn(0f32, 1f32, (batch, model.net.input_channels, size, size), &Device::Cpu)?;
+    let model = weights::load_model(arch.get().as_ref(), weights, device, true)?;
+    let x = Tensor::randn(0f32, 1f32, (batch, model.net.input_channels, size, size), device)?;
+    // GPU kernels run asynchronously: wait for each pass, so a time covers the whole forward.
     for _ in 0..warmup {
         model.forward(&x)?;
+        device.synchronize()?;
     }
     let mut times = Vec::with_capacity(iters);
     for _ in 0..iters {
         let t = Instant::now();
         model.forward(&x)?;
+        device.synchronize()?;
         times.push(t.elapsed().as_secs_f64() * 1e3);
     }
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
     let threads = threads.unwrap_or_else(candle_core::utils::get_num_threads);
     let ips = batch as f64 * 1e3 / median;
+    let device = match device.location() {
+        candle_core::DeviceLocation::Cpu => "cpu".to_string(),
+        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+    };
     if json {
         let rec = serde_json::json!({
-            "arch": model.net.arch, "batch": batch, "size": size, "threads": threads, "iters": iters,
+            "arch": model.net.arch, "device": device, "batch": batch, "size": size, "threads": threads, "iters": iters,
             "median_ms": median, "min_ms": times[0], "max_ms": times[times.len() - 1], "images_per_s": ips,
         });
         println!("{rec}");
     } else {
         println!(
-            "{} batch {batch} {size}x{size} threads {threads}: median {median:.2} ms (min {:.2}, max {:.2}), {ips:.1} images/s",
+            "{} on {device} batch {batch} {size}x{size} threads {threads}: median {median:.2} ms (min {:.2}, max {:.2}), {ips:.1} images/s",
             model.net.arch,
             times[0],
             times[times.len() - 1]

@@ -1,0 +1,212 @@
+#!/usr/bin/env bash
+# The CUDA path on a real GPU, sized for a 10-minute slot on a lent GPU machine.
+#
+#   bash scripts/gpu-check.sh --build        here, without a GPU: csp-model with the `cuda` feature
+#                                            (dev profile, see build), linked against stubs, gzipped to
+#                                            .gpu/csp-model.gz (git-ignored) to carry to the GPU machine
+#   bash scripts/gpu-check.sh [--out DIR]    on the GPU machine: parity and benchmarks
+#
+# The GPU machine has no Rust toolchain and no network, so nothing is built there: the binary
+# travels (device tool: carry [".gpu"], command `bash scripts/gpu-check.sh --out "$OUT"`). There it
+# finds the driver's libcuda and CUDA 13's cudart, cuBLAS, cuBLASLt, cuRAND and NVRTC (system
+# folders, or the nvidia/cu13 wheels beside python3's PyTorch), then, with random weights:
+#   1. parity: the same random batch of 2 on CPU and on cuda:0 for cspresnext50 (224),
+#      cspdarknet53 (256) and cspresnext50_panet_spp (512); each output tensor must satisfy
+#      max|gpu - cpu| <= 1e-3 * max|cpu| (f32);
+#   2. `csp-model bench --device cuda` at batch 1, 8 and 32 for the same three: images/s.
+# python3 with numpy and safetensors (there with PyTorch) writes the inputs and compares outputs.
+# Results: DIR/parity.txt, DIR/bench.jsonl and DIR/gpu-check.md (a table for the README).
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+
+# (arch, input size) checked and benchmarked
+MODELS=("cspresnext50 224" "cspdarknet53 256" "cspresnext50_panet_spp 512")
+BATCHES=(1 8 32)
+TOLERANCE=1e-3
+
+# The dev profile, in the CI check's target dir (ignored; nothing of the check is invalidated): this
+# workspace builds every dependency, candle included, at opt-level 3 in dev too, so only
+# csp-models' own glue is less optimised than in release. Cold, candle's kernels compile again
+# (build and check are separate units): 33 minutes on a busy 2-core machine.
+build() {
+  local cuda_env
+  cuda_env=$(bash scripts/cuda-toolchain.sh --env)
+  eval "$cuda_env"
+  export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$repo/target/cuda-check}
+  local args=(--locked --workspace --features cuda --bin csp-model)
+  if [ ! -e "$CUDA_ROOT/lib/stubs/libcuda.so" ]; then
+    # The stubs come from the symbols the compiled crates use, so the first build can only fail
+    # at its link; a real compile error shows again in the second build.
+    cargo build "${args[@]}" || echo "gpu-check: no link stubs yet; making them from the compiled crates" >&2
+    bash scripts/cuda-toolchain.sh --link
+  fi
+  cargo build "${args[@]}"
+  mkdir -p .gpu
+  # Without debug info and gzipped (58 MiB -> 14 MiB): the device tool carries 64 MiB in all.
+  objcopy --strip-debug "$CARGO_TARGET_DIR/debug/csp-model" .gpu/csp-model.tmp
+  gzip -c .gpu/csp-model.tmp >.gpu/csp-model.gz
+  rm -f .gpu/csp-model.tmp
+  echo "gpu-check: .gpu/csp-model.gz ($(($(stat -c %s .gpu/csp-model.gz) / 1048576)) MiB);" \
+    "on the GPU machine: carry [\".gpu\"], run bash scripts/gpu-check.sh --out \"\$OUT\""
+}
+
+# Adds to LD_LIBRARY_PATH the folder of each CUDA library the loader cannot already find.
+find_cuda_libs() {
+  local dirs=(/usr/local/nvidia/lib64 /usr/local/nvidia/lib /usr/lib/x86_64-linux-gnu /usr/local/cuda/lib64
+    /usr/local/cuda/targets/x86_64-linux/lib)
+  local site
+  if command -v python3 >/dev/null 2>&1; then
+    for site in $(python3 -c 'import site; print(" ".join(site.getsitepackages()))' 2>/dev/null); do
+      dirs+=("$site"/nvidia/cu13/lib "$site"/nvidia/*/lib)
+    done
+  fi
+  local lib dir found
+  for lib in libcuda.so.1 libcudart.so.13 libcublas.so.13 libcublasLt.so.13 libcurand.so.10 libnvrtc.so.13; do
+    ldconfig -p 2>/dev/null | grep -q "$lib " && continue
+    found=""
+    for dir in "${dirs[@]}"; do
+      if [ -e "$dir/$lib" ]; then
+        found=$dir
+        break
+      fi
+    done
+    if [ -n "$found" ]; then
+      export LD_LIBRARY_PATH=$found${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+    fi
+  done
+}
+
+check() {
+  local out=$1
+  mkdir -p "$out"
+  local bin=${CSP_MODEL:-}
+  if [ -z "$bin" ] && [ -f "$repo/.gpu/csp-model.gz" ]; then
+    bin=$(mktemp -d)/csp-model
+    gunzip -c "$repo/.gpu/csp-model.gz" >"$bin" && chmod +x "$bin"
+  fi
+  if [ -z "$bin" ] || [ ! -x "$bin" ]; then
+    echo "gpu-check: no .gpu/csp-model.gz (nor CSP_MODEL); build it where Rust is: bash scripts/gpu-check.sh --build" >&2
+    exit 1
+  fi
+  find_cuda_libs
+  if ldd "$bin" | grep -q 'not found'; then
+    echo "gpu-check: libraries missing for $bin:" >&2
+    ldd "$bin" | grep 'not found' >&2
+    exit 1
+  fi
+  local gpu
+  gpu=$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1) || gpu="unknown GPU"
+  echo "gpu-check: $(date -u +%F) on $gpu"
+
+  local work failed=0 arch size
+  work=$(mktemp -d)
+  : >"$out/parity.txt"
+  for spec in "${MODELS[@]}"; do
+    read -r arch size <<<"$spec"
+    # A failed step is recorded and the rest still run: a GPU slot is too short to rerun for each.
+    if ! { "$bin" convert --arch "$arch" --out "$work/$arch.safetensors" >/dev/null &&
+      write_input "$work/in-$size.safetensors" 2 "$size" &&
+      timeout 300 "$bin" predict --weights "$work/$arch.safetensors" --device cpu \
+        --input "$work/in-$size.safetensors" --output "$work/$arch-cpu.safetensors" &&
+      timeout 300 "$bin" predict --weights "$work/$arch.safetensors" --device cuda \
+        --input "$work/in-$size.safetensors" --output "$work/$arch-cuda.safetensors"; }; then
+      echo "$arch: FAIL (a step above failed)" | tee -a "$out/parity.txt"
+      failed=1
+    elif ! compare "$arch" "$work/$arch-cpu.safetensors" "$work/$arch-cuda.safetensors" | tee -a "$out/parity.txt"; then
+      failed=1
+    fi
+  done
+
+  : >"$out/bench.jsonl"
+  local batch
+  for spec in "${MODELS[@]}"; do
+    read -r arch size <<<"$spec"
+    for batch in "${BATCHES[@]}"; do
+      if ! timeout 120 "$bin" bench --arch "$arch" --device cuda --batch "$batch" --size "$size" --iters 20 \
+        --warmup 3 --json | tee -a "$out/bench.jsonl"; then
+        echo "gpu-check: bench $arch batch $batch FAILED" >&2
+        failed=1
+      fi
+    done
+  done
+  rm -rf "$work"
+  report "$gpu" "$out" | tee "$out/gpu-check.md"
+  [ "$failed" = 0 ] || {
+    echo "gpu-check: FAILED (see above and $out/parity.txt)" >&2
+    exit 1
+  }
+  echo "gpu-check: parity passed, benchmarks in $out/bench.jsonl"
+}
+
+# A uniform [0, 1) image batch [n, 3, size, size], seeded so every run sees the same.
+write_input() {
+  python3 - "$@" <<'EOF'
+import sys
+import numpy as np
+from safetensors.numpy import save_file
+
+path, n, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+x = np.random.default_rng(0).random((n, 3, size, size), dtype=np.float32)
+save_file({"input": x}, path)
+EOF
+}
+
+# One line per output tensor; fails on a missing tensor, another shape, NaN or a relative error
+# (to the CPU output's largest magnitude) above the tolerance.
+compare() {
+  python3 - "$TOLERANCE" "$@" <<'EOF'
+import sys
+import numpy as np
+from safetensors.numpy import load_file
+
+tol, arch, cpu_path, gpu_path = float(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+cpu, gpu = load_file(cpu_path), load_file(gpu_path)
+ok = sorted(cpu) == sorted(gpu)
+if not ok:
+    print(f"{arch}: outputs differ: cpu {sorted(cpu)} gpu {sorted(gpu)}")
+for name in sorted(set(cpu) & set(gpu)):
+    ref, got = cpu[name].astype(np.float64), gpu[name].astype(np.float64)
+    if ref.shape != got.shape:
+        print(f"{arch} {name}: shape cpu {ref.shape} gpu {got.shape} FAIL")
+        ok = False
+        continue
+    scale = max(float(np.abs(ref).max()), 1e-30)
+    rel = float(np.abs(got - ref).max()) / scale
+    good = bool(np.isfinite(got).all() and np.isfinite(ref).all() and rel <= tol)
+    ok &= good
+    print(f"{arch} {name} {list(ref.shape)}: max|gpu-cpu|/max|cpu| = {rel:.2e} {'ok' if good else 'FAIL'}")
+sys.exit(0 if ok else 1)
+EOF
+}
+
+# The README's table: one row per model and batch.
+report() {
+  python3 - "$@" <<'EOF'
+import datetime
+import json
+import sys
+
+gpu, out = sys.argv[1], sys.argv[2]
+print(f"GPU check {datetime.date.today()} on {gpu} (f32, random weights, cuda:0):\n")
+print("| model | input | batch | median ms | images/s |")
+print("|---|---|---|---|---|")
+for line in open(f"{out}/bench.jsonl"):
+    r = json.loads(line)
+    print(f"| {r['arch']} | {r['size']} | {r['batch']} | {r['median_ms']:.2f} | {r['images_per_s']:.1f} |")
+print()
+for line in open(f"{out}/parity.txt"):
+    print(f"    {line.rstrip()}")
+EOF
+}
+
+case ${1:-} in
+  --build) build ;;
+  --out) check "${2:?--out needs a folder}" ;;
+  "") check "$repo/target/gpu-check" ;;
+  -h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" ;;
+  *)
+    echo "gpu-check: unknown argument $1 (--build, --out DIR, --help)" >&2
+    exit 2
+    ;;
+esac
