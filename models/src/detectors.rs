@@ -20,9 +20,11 @@ use crate::preprocess::Preprocess;
 /// Class count of the detectors when none is given: COCO's 80.
 pub const DEFAULT_CLASSES: usize = 80;
 
-/// Whether `name` is a named detector (they are listed in [`crate::backbones::ARCHITECTURES`]).
+/// Whether `name` is a named detector (they are listed in [`crate::backbones::ARCHITECTURES`]),
+/// with or without a width suffix ([`backbones::scaled_name`]).
 pub fn is_detector(name: &str) -> bool {
-    DetectorConfig::by_name(name).is_some()
+    let base = backbones::split_width(name).map_or(name, |(base, _)| base);
+    DetectorConfig::by_name(base).is_some()
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -76,6 +78,30 @@ impl DetectorConfig {
         })
     }
 
+    /// The detector with its backbone and neck widths times `width` (see
+    /// [`backbones::build_scaled`]); the heads keep their anchors. The PANet detectors sit on
+    /// timm-layout backbones, which only build at width 1.
+    pub fn scaled(self, width: f64) -> Result<Self> {
+        backbones::check_width(width)?;
+        if width == 1.0 {
+            return Ok(self);
+        }
+        if backbones::split_width(&self.backbone).is_some() {
+            return Err(Error::Input(format!("backbone `{}` is already scaled", self.backbone)));
+        }
+        let neck = match self.neck {
+            Neck::Fusion(n) => Neck::Fusion(n.scaled(width)),
+            Neck::Prn(n) => Neck::Prn(n.scaled(width)),
+            Neck::PanetSpp(_) => {
+                return Err(Error::Input(format!(
+                    "SPP + PANet on `{}`: the timm-layout backbones only build at width 1, got {width}",
+                    self.backbone
+                )))
+            }
+        };
+        Ok(DetectorConfig { backbone: backbones::scaled_name(&self.backbone, width), neck, ..self })
+    }
+
     /// The detector network for `num_classes` classes, named `arch`.
     pub fn build(&self, arch: &str, num_classes: usize) -> Result<Network> {
         if num_classes == 0 {
@@ -100,7 +126,14 @@ pub fn build(name: &str, num_classes: usize) -> Result<Network> {
     DetectorConfig::by_name(name).ok_or_else(|| Error::UnknownArch(name.to_string()))?.build(name, num_classes)
 }
 
-/// The built-in classifier `backbone` up to (not including) its `head.*` layers, in a builder,
+/// Builds the detector `name` at channel width `width` for `num_classes` classes, named
+/// [`backbones::scaled_name`]`(name, width)`.
+pub fn build_scaled(name: &str, num_classes: usize, width: f64) -> Result<Network> {
+    let config = DetectorConfig::by_name(name).ok_or_else(|| Error::UnknownArch(name.to_string()))?;
+    config.scaled(width)?.build(&backbones::scaled_name(name, width), num_classes)
+}
+
+/// The built-in classifier `backbone` (a width suffix allowed) up to (not including) its `head.*` layers, in a builder,
 /// and its feature maps by stride at a square input of `input_size`.
 pub fn backbone_features(backbone: &str, input_size: usize) -> Result<(NetworkBuilder, Vec<Feature>)> {
     if is_detector(backbone) {

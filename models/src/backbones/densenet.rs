@@ -66,6 +66,16 @@ impl DenseNetConfig {
         }
     }
 
+    /// Stem width and growth rate times `width`, rounded to multiples of 8
+    /// ([`super::scale_channels`]); stage and transition widths follow from them.
+    pub fn scaled(self, width: f64) -> Self {
+        DenseNetConfig {
+            stem_channels: super::scale_channels(self.stem_channels, width),
+            growth_rate: super::scale_channels(self.growth_rate, width),
+            ..self
+        }
+    }
+
     pub fn native(&self) -> NativeConfig {
         let mut channels = self.stem_channels;
         let n = self.depths.len();

@@ -80,6 +80,17 @@ impl PeleeNetConfig {
         }
     }
 
+    /// Stem width and growth rate times `width`, rounded to multiples of 8
+    /// ([`super::scale_channels`]); stage widths follow from them. The two-way layer's branches
+    /// (k / 2) and bottlenecks (multiples of 4) stay whole.
+    pub fn scaled(self, width: f64) -> Self {
+        PeleeNetConfig {
+            stem_channels: super::scale_channels(self.stem_channels, width),
+            growth_rate: super::scale_channels(self.growth_rate, width),
+            ..self
+        }
+    }
+
     pub fn native(&self) -> NativeConfig {
         let mut channels = self.stem_channels;
         let n = self.depths.len();

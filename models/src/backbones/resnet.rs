@@ -19,6 +19,8 @@ use crate::csp::{BlockType, CspStage, Downsample, Fusion};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct ResNetConfig {
+    /// Width of the 7x7 stem conv.
+    pub stem_channels: usize,
     /// Output channels of each stage.
     pub widths: Vec<usize>,
     /// Basic blocks per stage.
@@ -32,6 +34,7 @@ pub struct ResNetConfig {
 impl ResNetConfig {
     pub fn resnet10() -> Self {
         ResNetConfig {
+            stem_channels: 64,
             widths: vec![64, 128, 256, 512],
             depths: vec![1, 1, 1, 1],
             partial_ratios: vec![1.0; 4],
@@ -43,8 +46,18 @@ impl ResNetConfig {
         ResNetConfig { partial_ratios: vec![1.0, 1.0, 1.0, 0.5], ..Self::resnet10() }
     }
 
+    /// Stem and stage widths times `width`, rounded to multiples of 8 ([`super::scale_channels`]).
+    /// A CSP stage splits its (scaled) input by gamma, so its blocks stay valid at any width.
+    pub fn scaled(self, width: f64) -> Self {
+        ResNetConfig {
+            stem_channels: super::scale_channels(self.stem_channels, width),
+            widths: self.widths.iter().map(|&w| super::scale_channels(w, width)).collect(),
+            ..self
+        }
+    }
+
     pub fn native(&self) -> NativeConfig {
-        let stem_channels = 64;
+        let stem_channels = self.stem_channels;
         let mut in_ch = stem_channels;
         let mut stages = Vec::with_capacity(self.widths.len());
         for (i, (&width, &depth)) in self.widths.iter().zip(&self.depths).enumerate() {

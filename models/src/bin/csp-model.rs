@@ -176,18 +176,29 @@ struct ArchArgs {
     /// Darknet .cfg file.
     #[arg(long)]
     cfg: Option<PathBuf>,
+    /// Channel-width multiplier for a built-in --arch (0.5: half the channels, rounded to
+    /// multiples of 8); the model is named `NAME_w<W>`, which --arch also accepts.
+    #[arg(long)]
+    width: Option<f64>,
 }
 
 impl ArchArgs {
-    fn get(&self) -> Option<Arch> {
-        match (&self.arch, &self.cfg) {
-            (Some(a), _) => Some(Arch::parse(a)),
-            (None, Some(c)) => Some(Arch::DarknetCfg(c.clone())),
-            _ => None,
+    fn get(&self) -> Result<Option<Arch>> {
+        let arch = match (&self.arch, &self.cfg) {
+            (Some(a), _) => Arch::parse(a),
+            (None, Some(c)) => Arch::DarknetCfg(c.clone()),
+            (None, None) if self.width.is_some() => bail!("--width needs --arch NAME"),
+            (None, None) => return Ok(None),
+        };
+        let Some(width) = self.width else { return Ok(Some(arch)) };
+        backbones::check_width(width)?;
+        match arch {
+            Arch::Builtin(name) => Ok(Some(Arch::Builtin(backbones::scaled_name(&name, width)))),
+            Arch::DarknetCfg(path) => bail!("--width scales built-in architectures, not {}", path.display()),
         }
     }
     fn required(&self) -> Result<Arch> {
-        self.get().context("give --arch NAME or --cfg FILE")
+        self.get()?.context("give --arch NAME or --cfg FILE")
     }
 }
 
@@ -209,7 +220,7 @@ fn main() -> Result<()> {
             summary(&arch.required()?, size, classes, json, plot.as_deref())
         }
         Command::Predict { arch, weights, image, input, output, top_k, labels, json, device } => {
-            let model = weights::load_model(arch.get().as_ref(), Some(&weights), &device.open()?, true)?;
+            let model = weights::load_model(arch.get()?.as_ref(), Some(&weights), &device.open()?, true)?;
             match (input, output) {
                 (Some(i), Some(o)) => predict_tensors(&model, &i, &o),
                 _ if !image.is_empty() => predict_images(&model, &image, top_k, labels.as_deref(), json),
@@ -238,13 +249,14 @@ fn main() -> Result<()> {
                 classes: (!classes.is_empty()).then_some(classes),
                 labels: vec![],
             };
-            detect(arch.get().as_ref(), &weights, &images, post, labels.as_deref(), out_dir.as_deref())
+            detect(arch.get()?.as_ref(), &weights, &images, post, labels.as_deref(), out_dir.as_deref())
         }
         Command::Convert { arch, weights, out, fold } => {
-            if weights.is_none() && arch.get().is_none() {
+            let arch = arch.get()?;
+            if weights.is_none() && arch.is_none() {
                 bail!("give --weights FILE, or --arch NAME / --cfg FILE for random weights");
             }
-            let model = weights::load_model(arch.get().as_ref(), weights.as_deref(), &Device::Cpu, fold)?;
+            let model = weights::load_model(arch.as_ref(), weights.as_deref(), &Device::Cpu, fold)?;
             weights::native::save(&model, &out)?;
             let s = flops::summarize(&model.net, model.net.input_size.0, model.net.input_size.1)?;
             println!(
@@ -509,7 +521,7 @@ fn bench(
     if batch == 0 || size == 0 || iters == 0 {
         bail!("--batch, --size and --iters must be positive");
     }
-    let model = weights::load_model(arch.get().as_ref(), weights, device, true)?;
+    let model = weights::load_model(arch.get()?.as_ref(), weights, device, true)?;
     let x = Tensor::randn(0f32, 1f32, (batch, model.net.input_channels, size, size), device)?;
     // GPU kernels run asynchronously: wait for each pass, so a time covers the whole forward.
     for _ in 0..warmup {

@@ -63,6 +63,17 @@ impl FusionNeckConfig {
         }
     }
 
+    /// Lateral and head widths times `width`, rounded to multiples of 8
+    /// ([`crate::backbones::scale_channels`]).
+    pub fn scaled(self, width: f64) -> Self {
+        use crate::backbones::scale_channels;
+        FusionNeckConfig {
+            channels: scale_channels(self.channels, width),
+            head_channels: scale_channels(self.head_channels, width),
+            ..self
+        }
+    }
+
     pub fn with_mode(self, mode: FusionMode) -> Self {
         FusionNeckConfig { mode, ..self }
     }

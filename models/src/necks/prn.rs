@@ -32,6 +32,12 @@ impl Default for PrnConfig {
 }
 
 impl PrnConfig {
+    /// The coarsest head's width times `width`, rounded to a multiple of 8
+    /// ([`crate::backbones::scale_channels`]); finer heads halve it as before.
+    pub fn scaled(self, width: f64) -> Self {
+        PrnConfig { channels: crate::backbones::scale_channels(self.channels, width), ..self }
+    }
+
     /// Emits the PRN heads after the backbone in `b`; returns the yolo layers, coarsest first.
     pub fn build(&self, b: &mut NetworkBuilder, features: &[Feature], heads: &YoloHeads) -> Result<Vec<usize>> {
         heads.validate()?;
