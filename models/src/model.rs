@@ -6,7 +6,7 @@ use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::VarBuilder;
 
 use crate::error::{Error, Result};
-use crate::layers::{global_avg_pool, max_pool, ConvLayer};
+use crate::layers::{global_avg_pool, max_pool, max_pool_differentiable, ConvLayer};
 use crate::network::{Network, Op};
 
 #[derive(Clone, Debug)]
@@ -14,6 +14,17 @@ enum Params {
     None,
     Conv(ConvLayer),
     Linear(candle_nn::Linear),
+}
+
+/// Batch statistics of one batch-normed conv in a training pass.
+#[derive(Clone, Debug)]
+pub struct BatchStats {
+    /// The conv's [`crate::layers::ConvSpec`] name: its running statistics are
+    /// `<conv>.bn.running_mean` and `<conv>.bn.running_var`.
+    pub conv: String,
+    pub mean: Tensor,
+    /// Unbiased variance.
+    pub var: Tensor,
 }
 
 #[derive(Clone, Debug)]
@@ -132,6 +143,25 @@ impl Model {
     /// Outputs of the layers `wanted`, in that order, from one pass that stops at the last of
     /// them; every other output is dropped as soon as no later layer reads it.
     pub fn run_many(&self, x: &Tensor, wanted: &[usize]) -> Result<Vec<Tensor>> {
+        self.run_layers(x, wanted, None)
+    }
+
+    /// Training pass: like [`Model::run_many`], but batch norm uses batch statistics and every
+    /// op is one candle can differentiate. Also returns, per batch-normed conv, its name and
+    /// the (detached) batch mean and unbiased variance, for the running-statistics update.
+    pub fn forward_train(&self, x: &Tensor, wanted: &[usize]) -> Result<(Vec<Tensor>, Vec<BatchStats>)> {
+        let mut stats = Vec::new();
+        let outs = self.run_layers(x, wanted, Some(&mut stats))?;
+        Ok((outs, stats))
+    }
+
+    /// Index of every `Yolo` layer, in layer order.
+    pub fn head_layers(&self) -> Vec<usize> {
+        self.net.layers.iter().enumerate().filter(|(_, l)| matches!(l.op, Op::Yolo(_))).map(|(i, _)| i).collect()
+    }
+
+    /// `train`: collect batch statistics and use differentiable pooling/upsampling.
+    fn run_layers(&self, x: &Tensor, wanted: &[usize], mut train: Option<&mut Vec<BatchStats>>) -> Result<Vec<Tensor>> {
         let Some(&upto) = wanted.iter().max() else { return Ok(vec![]) };
         if upto >= self.net.layers.len() {
             return Err(Error::Input(format!("layer {upto} requested, the network has {}", self.net.layers.len())));
@@ -158,8 +188,24 @@ impl Model {
                 outs[j].as_ref().ok_or_else(|| Error::graph(format!("output of layer {j} was dropped")))
             };
             let y = match (&self.net.layers[i].op, &self.params[i]) {
-                (Op::Conv(_), Params::Conv(c)) => c.forward(prev()?)?,
+                (Op::Conv(_), Params::Conv(c)) => match train.as_deref_mut() {
+                    None => c.forward(prev()?)?,
+                    Some(stats) => {
+                        let (y, batch) = c.forward_train(prev()?)?;
+                        if let Some((mean, var)) = batch {
+                            stats.push(BatchStats {
+                                conv: c.spec.name.clone(),
+                                mean: mean.detach(),
+                                var: var.detach(),
+                            });
+                        }
+                        y
+                    }
+                },
                 (Op::Linear(_), Params::Linear(l)) => l.forward(&prev()?.flatten_from(1)?)?,
+                (Op::MaxPool { size, stride, padding }, _) if train.is_some() => {
+                    max_pool_differentiable(prev()?, *size, *stride, *padding)?
+                }
                 (Op::MaxPool { size, stride, padding }, _) => max_pool(prev()?, *size, *stride, *padding)?,
                 (Op::AvgPool, _) => global_avg_pool(prev()?)?,
                 (Op::Route { layers, groups, group_id }, _) => {
@@ -201,8 +247,20 @@ impl Model {
                 }
                 (Op::Upsample { stride }, _) => {
                     let t = prev()?;
-                    let (_, _, h, w) = t.dims4()?;
-                    t.upsample_nearest2d(h * stride, w * stride)?
+                    let (n, c, h, w) = t.dims4()?;
+                    if train.is_some() {
+                        // candle's upsample backward overwrites instead of accumulating the
+                        // gradient; a broadcast is the same op with a correct backward.
+                        let s = *stride;
+                        t.reshape((n, c, h, 1, w, 1))?.broadcast_as((n, c, h, s, w, s))?.reshape((
+                            n,
+                            c,
+                            h * s,
+                            w * s,
+                        ))?
+                    } else {
+                        t.upsample_nearest2d(h * stride, w * stride)?
+                    }
                 }
                 (Op::Maxout { out_channels }, _) => {
                     let t = prev()?;

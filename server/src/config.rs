@@ -28,6 +28,11 @@ pub struct Args {
     #[arg(long, env = "CSP_CONFIG")]
     pub config: Option<PathBuf>,
 
+    /// Models served when neither --model nor --config is given: the bundled defaults, trained by
+    /// `scripts/train-default.sh` and committed under models/default/.
+    #[arg(long, env = "CSP_DEFAULT_CONFIG", default_value = DEFAULT_CONFIG)]
+    pub default_config: PathBuf,
+
     /// REST address.
     #[arg(long, env = "CSP_HTTP_ADDR", default_value = "0.0.0.0:8000")]
     pub http_addr: SocketAddr,
@@ -89,6 +94,9 @@ pub struct Args {
     pub shutdown_grace: f64,
 }
 
+/// The bundled default models' config, where the source tree has it.
+const DEFAULT_CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/default/models.toml");
+
 /// The TOML file: `[[models]]` tables.
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
@@ -149,10 +157,17 @@ impl Args {
             tasks.extend(t);
         }
         if models.is_empty() {
-            bail!(
-                "no model to serve: pass --model NAME=ARCH@WEIGHTS or --config FILE.toml \
-                 (no bundled default model ships yet; the server never serves random weights)"
-            );
+            if !self.default_config.is_file() {
+                bail!(
+                    "no model to serve: pass --model NAME=ARCH@WEIGHTS or --config FILE.toml; the bundled default \
+                     models were expected at {} (set --default-config / CSP_DEFAULT_CONFIG); the server never \
+                     serves random weights",
+                    self.default_config.display()
+                );
+            }
+            let (m, t) = read_file(&self.default_config, &device, &batching, instances)?;
+            models.extend(m);
+            tasks.extend(t);
         }
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         if !(self.shutdown_grace.is_finite() && self.shutdown_grace >= 0.0) {

@@ -87,9 +87,10 @@ fn malformed_values_are_refused() {
 
 #[test]
 fn no_model_is_refused() {
-    let (ok, out, err) = csp_server(&with_loopback(&[]));
+    let (ok, out, err) = csp_server(&with_loopback(&["--default-config", "/nonexistent/models.toml"]));
     assert!(!ok, "started without a model:\n{out}");
     assert!(err.contains("no model to serve"), "{err}");
+    assert!(err.contains("/nonexistent/models.toml"), "{err}");
     assert!(!out.contains("csp-server ready"), "{out}");
 }
 

@@ -5,6 +5,7 @@
 
 pub mod chart;
 pub mod font;
+pub mod lines;
 
 use image::{Rgb, RgbImage};
 

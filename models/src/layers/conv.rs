@@ -138,20 +138,23 @@ impl ConvLayer {
     /// Batch norm on batch statistics (training mode). Returns the output and the batch
     /// mean and (unbiased) variance, for the caller to update running statistics.
     pub fn forward_train(&self, x: &Tensor) -> Result<(Tensor, Option<(Tensor, Tensor)>)> {
-        let y = self.conv(x)?;
+        let s = &self.spec;
+        // Same conv as `conv`, with a faster backward on the CPU (see `conv2d_train`).
+        let y = super::conv2d_train(x, &self.weight, s.padding, s.stride, s.groups)?;
+        let y = match &self.bias {
+            Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?)?,
+            None => y,
+        };
         let Some(bn) = &self.bn else { return Ok((self.spec.activation.forward(&y)?, None)) };
         let c = self.spec.out_channels;
         let n = (y.elem_count() / c) as f64;
-        let flat = y.transpose(0, 1)?.reshape((c, ()))?;
+        // Statistics for the running averages only: no gradient flows through them.
+        let flat = y.detach().transpose(0, 1)?.reshape((c, ()))?;
         let mean = flat.mean(D::Minus1)?;
-        let centered = flat.broadcast_sub(&mean.unsqueeze(1)?)?;
-        let var = centered.sqr()?.mean(D::Minus1)?;
-        let inv = (var.clone() + BN_EPS)?.sqrt()?.recip()?;
-        let scale = (inv * &bn.weight)?.reshape((1, c, 1, 1))?;
-        let mean4 = mean.reshape((1, c, 1, 1))?;
-        let y = y.broadcast_sub(&mean4)?.broadcast_mul(&scale)?.broadcast_add(&bn.bias.reshape((1, c, 1, 1))?)?;
+        let var = flat.broadcast_sub(&mean.unsqueeze(1)?)?.sqr()?.mean(D::Minus1)?;
+        let out = super::batch_norm_act_train(&y, &bn.weight, &bn.bias, self.spec.activation)?;
         let unbiased = (var * (n / (n - 1.0).max(1.0)))?;
-        Ok((self.spec.activation.forward(&y)?, Some((mean, unbiased))))
+        Ok((out, Some((mean, unbiased))))
     }
 }
 

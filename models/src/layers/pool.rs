@@ -13,6 +13,35 @@ pub fn max_pool(x: &Tensor, size: usize, stride: usize, padding: usize) -> Resul
     x.max_pool2d_with_stride(size, stride)
 }
 
+/// [`max_pool`] from ops candle can differentiate (its own max-pool backward needs
+/// size == stride): the window max is separable, so take the max over `size` strided row
+/// selections, then over `size` column selections.
+pub fn max_pool_differentiable(x: &Tensor, size: usize, stride: usize, padding: usize) -> Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    let x = pad_neg_inf(x, D::Minus2, h, size, stride, padding)?;
+    let x = pad_neg_inf(&x, D::Minus1, w, size, stride, padding)?;
+    let x = window_max(&x, 2, max_pool_out(h, size, stride, padding), size, stride)?;
+    window_max(&x, 3, max_pool_out(w, size, stride, padding), size, stride)
+}
+
+/// Along `dim` (already padded): out[i] = max over k < size of x[i * stride + k].
+fn window_max(x: &Tensor, dim: usize, out: usize, size: usize, stride: usize) -> Result<Tensor> {
+    let mut acc: Option<Tensor> = None;
+    for k in 0..size {
+        let picked = if stride == 1 {
+            x.narrow(dim, k, out)?
+        } else {
+            let idx = Tensor::arange_step(k as u32, (k + (out - 1) * stride + 1) as u32, stride as u32, x.device())?;
+            x.index_select(&idx, dim)?
+        };
+        acc = Some(match acc {
+            None => picked,
+            Some(a) => a.maximum(&picked)?,
+        });
+    }
+    acc.ok_or_else(|| candle_core::Error::Msg("max pool of size 0".into()))
+}
+
 pub fn max_pool_out(len: usize, size: usize, stride: usize, padding: usize) -> usize {
     (len + padding).saturating_sub(size) / stride + 1
 }
