@@ -28,4 +28,5 @@ if [ "${CSP_CUDA_CHECK:-0}" = 1 ]; then
   )
 fi
 
+bash scripts/setup-browser.sh # the web page's browser test: Debian's chromium, playwright-core
 cargo test --workspace --locked

@@ -1,5 +1,6 @@
 //! The HTTP transport: the friendly REST API (`/v1`), the KServe Open Inference Protocol v2
-//! with Triton's `config`/`stats` extensions (`/v2`), `/metrics`, `/openapi.json` and `/docs`.
+//! with Triton's `config`/`stats` extensions (`/v2`), `/metrics`, `/openapi.json`, `/docs` and the
+//! web demo page at `/`.
 //! Handlers only translate between HTTP and [`Infer`]; every error leaves through
 //! [`error::ApiError`].
 
@@ -7,6 +8,7 @@ mod auth;
 mod body;
 mod docs;
 mod error;
+mod page;
 mod params;
 mod triton;
 mod v1;
@@ -115,6 +117,8 @@ pub(crate) fn routes() -> Vec<Route> {
         route(Get, "/metrics", false, docs::metrics),
         route(Get, "/openapi.json", false, docs::openapi),
         route(Get, "/docs", false, docs::docs_page),
+        route(Get, "/", false, page::index),
+        route(Get, "/static/{file}", false, page::asset),
     ]
 }
 
