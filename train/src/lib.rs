@@ -4,10 +4,12 @@
 pub mod checkpoint;
 pub mod data;
 pub mod eval;
+pub mod evaluate;
 pub mod loss;
 pub mod metrics_log;
 pub mod optim;
 pub mod params;
+pub mod plots;
 pub mod schedule;
 pub mod synth;
 pub mod trainer;

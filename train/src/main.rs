@@ -17,6 +17,8 @@ enum Command {
     Classify(csp_train::trainer::classify::ClassifyArgs),
     /// Train a detector on COCO JSON or YOLO txt annotations (YOLOv3 loss, SGD)
     Detect(csp_train::trainer::detect::DetectArgs),
+    /// Evaluate a weights file on a dataset split: top-1/top-5 (classifiers) or COCO AP (detectors)
+    Eval(csp_train::evaluate::command::EvalArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -24,5 +26,6 @@ fn main() -> anyhow::Result<()> {
         Command::Synth(args) => csp_train::synth::run(&args),
         Command::Classify(args) => csp_train::trainer::classify::run(&args),
         Command::Detect(args) => csp_train::trainer::detect::run(&args),
+        Command::Eval(args) => csp_train::evaluate::command::run(&args),
     }
 }

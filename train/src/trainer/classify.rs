@@ -3,17 +3,18 @@
 use std::path::Path;
 
 use anyhow::{bail, Result};
-use candle_core::{DType, Tensor};
+use candle_core::DType;
 use clap::Args;
-use csp_models::Model;
 use serde_json::json;
 
-use super::common::{open_device, prepare_out, progress_bar, Preset, Throughput, TrainArgs};
+use super::common::{open_device, prepare_out, progress_bar, say, Preset, Throughput, TrainArgs};
 use super::Trainer;
 use crate::checkpoint::{self, TrainState};
 use crate::data::{write_labels_file, ClassDataset, ClassLoader, LoaderConfig};
+use crate::evaluate::evaluate_classifier;
 use crate::loss::cross_entropy;
 use crate::metrics_log::MetricsLog;
+use crate::plots::write_plots;
 
 pub const WEIGHTS_FILE: &str = "model.safetensors";
 pub const LABELS_FILE: &str = "labels.txt";
@@ -23,29 +24,6 @@ const COLUMNS: &[&str] = &["step", "epoch", "loss", "lr", "images_per_s", "val_t
 pub struct ClassifyArgs {
     #[command(flatten)]
     pub train: TrainArgs,
-}
-
-/// Top-1 and top-5 accuracy (fractions) of `model` in inference mode over a loader's batches.
-pub fn evaluate(model: &Model, loader: &ClassLoader) -> Result<(f64, f64, usize)> {
-    let (mut top1, mut top5, mut seen) = (0usize, 0usize, 0usize);
-    for batch in loader.batches(0) {
-        let batch = batch?;
-        let b = &batch.images;
-        let x = Tensor::from_slice(&b.data, (b.n, 3, b.height, b.width), &candle_core::Device::Cpu)?
-            .to_device(model.device())?;
-        let logits = model.forward(&x)?.to_dtype(DType::F32)?.to_device(&candle_core::Device::Cpu)?;
-        let rows = logits.to_vec2::<f32>()?;
-        for (row, &label) in rows.iter().zip(&batch.labels) {
-            let Some(&truth) = row.get(label) else { bail!("label {label} outside the model's {} classes", row.len()) };
-            // Rank of the true class: how many classes score strictly higher.
-            let rank = row.iter().filter(|&&s| s > truth).count();
-            top1 += usize::from(rank < 1);
-            top5 += usize::from(rank < 5);
-            seen += 1;
-        }
-    }
-    let frac = |k: usize| if seen == 0 { 0.0 } else { k as f64 / seen as f64 };
-    Ok((frac(top1), frac(top5), seen))
 }
 
 pub fn run(args: &ClassifyArgs) -> Result<()> {
@@ -128,16 +106,20 @@ pub fn run(args: &ClassifyArgs) -> Result<()> {
                 log.log(&row)?;
             }
             let at_end = step == total;
-            if let Some(v) = &val_loader {
-                if at_end || (t.eval_every > 0 && step % t.eval_every == 0) {
-                    let (top1, top5, n) = evaluate(&trainer.model, v)?;
-                    super::common::say(
-                        &bar,
-                        t.quiet,
-                        format!("step {step}: val top-1 {:.2}% top-5 {:.2}% ({n} images)", top1 * 100.0, top5 * 100.0),
-                    );
-                    log.log(&[("step", step as f64), ("epoch", epoch as f64), ("val_top1", top1), ("val_top5", top5)])?;
+            if at_end || (t.eval_every > 0 && step % t.eval_every == 0) {
+                if let Some(v) = &val_loader {
+                    let r = evaluate_classifier(&trainer.model, v)?;
+                    let (top1, top5) = (r.top1 * 100.0, r.top5 * 100.0);
+                    let line = format!("step {step}: val top-1 {top1:.2}% top-5 {top5:.2}% ({} images)", r.images);
+                    say(&bar, t.quiet, line);
+                    log.log(&[
+                        ("step", step as f64),
+                        ("epoch", epoch as f64),
+                        ("val_top1", r.top1),
+                        ("val_top5", r.top5),
+                    ])?;
                 }
+                write_plots(&log)?;
             }
             if at_end || (t.checkpoint_every > 0 && step % t.checkpoint_every == 0) {
                 let state = TrainState { step, epoch, step_in_epoch: in_epoch, settings: settings.clone() };

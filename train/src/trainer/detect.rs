@@ -8,12 +8,14 @@ use clap::Args;
 use csp_models::network::{Op, YoloSpec};
 use serde_json::json;
 
-use super::common::{open_device, prepare_out, progress_bar, Preset, Throughput, TrainArgs};
+use super::common::{open_device, prepare_out, progress_bar, say, Preset, Throughput, TrainArgs};
 use super::Trainer;
 use crate::checkpoint::{self, TrainState};
 use crate::data::{write_labels_file, DetDataset, DetFormat, DetLoader, LoaderConfig, MultiScale};
+use crate::evaluate::{eval_postprocess, evaluate_detector, EVAL_IOU_THRESHOLD, EVAL_SCORE_THRESHOLD};
 use crate::loss::yolo::{yolo_loss, BoxLoss, YoloLossConfig};
 use crate::metrics_log::MetricsLog;
+use crate::plots::write_plots;
 
 pub const WEIGHTS_FILE: &str = "model.safetensors";
 pub const LABELS_FILE: &str = "labels.txt";
@@ -81,6 +83,7 @@ pub fn run(args: &DetectArgs) -> Result<()> {
     };
     let train_set = DetDataset::open(&t.data, "train", format)?;
     let classes = train_set.classes.clone();
+    let val_set = if t.data.join("val").is_dir() { Some(DetDataset::open(&t.data, "val", format)?) } else { None };
 
     let resume = t.resume.as_deref().map(|d| checkpoint::load(d, &device)).transpose()?;
     let net = match &resume {
@@ -106,6 +109,11 @@ pub fn run(args: &DetectArgs) -> Result<()> {
         preprocess: net.preprocess,
     };
     let mut loader = DetLoader::new(train_set, config)?;
+    let val_loader = match val_set {
+        Some(v) => Some(DetLoader::new(v, LoaderConfig { train: false, ..config })?),
+        None => None,
+    };
+    let val_postprocess = eval_postprocess(EVAL_SCORE_THRESHOLD, EVAL_IOU_THRESHOLD);
     if args.multi_scale_every > 0 {
         let round = |f: f64| (((side as f64 * f) / 32.0).round() as usize).max(1) * 32;
         loader =
@@ -181,6 +189,24 @@ pub fn run(args: &DetectArgs) -> Result<()> {
                 ])?;
             }
             let at_end = step == total;
+            if at_end || (t.eval_every > 0 && step % t.eval_every == 0) {
+                if let Some(v) = &val_loader {
+                    let r = evaluate_detector(&trainer.model, v, &val_postprocess)?;
+                    let m = &r.summary;
+                    let (ap, ap50, ap75) = (m.ap * 100.0, m.ap50 * 100.0, m.ap75 * 100.0);
+                    let line =
+                        format!("step {step}: val AP {ap:.2} AP50 {ap50:.2} AP75 {ap75:.2} ({} images)", r.images);
+                    say(&bar, t.quiet, line);
+                    log.log(&[
+                        ("step", step as f64),
+                        ("epoch", epoch as f64),
+                        ("val_ap", m.ap),
+                        ("val_ap50", m.ap50),
+                        ("val_ap75", m.ap75),
+                    ])?;
+                }
+                write_plots(&log)?;
+            }
             if at_end || (t.checkpoint_every > 0 && step % t.checkpoint_every == 0) {
                 let state = TrainState { step, epoch, step_in_epoch: in_epoch, settings: settings.clone() };
                 checkpoint::save(&t.out, &trainer, &state)?;
