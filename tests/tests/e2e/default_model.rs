@@ -5,7 +5,7 @@ use csp_e2e::rest::{client, get_json, ok_json};
 use csp_e2e::ServerBuilder;
 use csp_models::heads::Detection;
 use csp_train::data::{ClassDataset, DetDataset, DetFormat};
-use csp_train::eval::ap::DetectionEval;
+use csp_train::eval::DetectionEval;
 use csp_train::synth::{self, SynthArgs, SynthFormat};
 use reqwest::StatusCode;
 
