@@ -136,8 +136,9 @@ impl From<TaskArg> for Task {
 struct StreamCmd {
     #[command(flatten)]
     common: Common,
-    #[arg(long, value_enum, default_value = "classify")]
-    task: TaskArg,
+    /// What to ask of the model (default: its own task, from the server's model list).
+    #[arg(long, value_enum)]
+    task: Option<TaskArg>,
     #[command(flatten)]
     classify: ClassifyArgs,
     #[command(flatten)]
@@ -154,8 +155,9 @@ struct StreamCmd {
 struct BenchCmd {
     #[command(flatten)]
     common: Common,
-    #[arg(long, value_enum, default_value = "classify")]
-    task: TaskArg,
+    /// What to ask of the model (default: its own task, from the server's model list).
+    #[arg(long, value_enum)]
+    task: Option<TaskArg>,
     #[command(flatten)]
     classify: ClassifyArgs,
     #[command(flatten)]
@@ -211,7 +213,7 @@ fn params(common: &Common, classify: Option<&ClassifyArgs>, detect: Option<&Dete
     }
 }
 
-fn bench_config(cli: &Cli, cmd: &BenchCmd) -> Result<BenchConfig, ClientError> {
+fn bench_config(cli: &Cli, cmd: &BenchCmd, task: Task) -> Result<BenchConfig, ClientError> {
     let images: Vec<ImageFile> = match (cmd.image_size, cmd.images.is_empty()) {
         (Some((w, h)), _) => images::synthetic(w, h, cmd.synthetic_images)?,
         (None, false) => images::load(&cmd.images)?,
@@ -237,7 +239,6 @@ fn bench_config(cli: &Cli, cmd: &BenchCmd) -> Result<BenchConfig, ClientError> {
         (None, Some(d)) => Stop::Duration(d),
         (None, None) => Stop::Duration(Duration::from_secs(10)),
     };
-    let task: Task = cmd.task.into();
     let (classify, detect) = match task {
         Task::Classify => (Some(&cmd.classify), None),
         Task::Detect => (None, Some(&cmd.detect)),
@@ -256,6 +257,25 @@ fn bench_config(cli: &Cli, cmd: &BenchCmd) -> Result<BenchConfig, ClientError> {
         warmup: cmd.warmup,
         progress: !cmd.quiet && !cli.json,
     })
+}
+
+/// The task given with `--task`, else the model's own, from the server's model list.
+async fn resolve_task(conn: &Connection, grpc: bool, given: Option<TaskArg>, model: &str) -> Result<Task, ClientError> {
+    if let Some(task) = given {
+        return Ok(task.into());
+    }
+    let models = if grpc { conn.grpc.models().await? } else { conn.rest.models().await? };
+    match models.iter().find(|m| m.name == model).map(|m| m.task.as_str()) {
+        Some("detect") => Ok(Task::Detect),
+        Some("classify") => Ok(Task::Classify),
+        Some(other) => {
+            Err(ClientError::Protocol(format!("model `{model}` has an unknown task `{other}`; pass --task")))
+        }
+        None => {
+            let names: Vec<&str> = models.iter().map(|m| m.name.as_str()).collect();
+            Err(ClientError::Input(format!("the server has no model `{model}` (it serves: {})", names.join(", "))))
+        }
+    }
 }
 
 async fn run(cli: &Cli) -> Result<usize, ClientError> {
@@ -288,7 +308,7 @@ async fn run(cli: &Cli) -> Result<usize, ClientError> {
             app::infer(&conn, &args, &mut out).await
         }
         Command::Stream(cmd) => {
-            let task: Task = cmd.task.into();
+            let task = resolve_task(&conn, cli.grpc, cmd.task, &cmd.common.model).await?;
             let (classify, detect) = match task {
                 Task::Classify => (Some(&cmd.classify), None),
                 Task::Detect => (None, Some(&cmd.detect)),
@@ -306,7 +326,8 @@ async fn run(cli: &Cli) -> Result<usize, ClientError> {
         Command::Models => app::models(&conn, cli.grpc, cli.json, &mut out).await,
         Command::Health => app::health(&conn, cli.grpc, cli.json, &mut out).await,
         Command::Bench(cmd) => {
-            let config = bench_config(cli, cmd)?;
+            let task = resolve_task(&conn, cli.grpc, cmd.task, &cmd.common.model).await?;
+            let config = bench_config(cli, cmd, task)?;
             let output = BenchOutput { json: cli.json, plot: cmd.plot.clone() };
             app::bench(&conn, &config, &output, &mut out).await.map(|(_, failed)| failed)
         }
@@ -355,13 +376,13 @@ mod tests {
         let Command::Bench(cmd) = &cli.command else { panic!("not bench") };
         assert_eq!(cmd.concurrency, Some(List(vec![1, 2, 4])));
         assert_eq!(cmd.common.classes, Some(List(vec![3, 4])));
-        let config = bench_config(&cli, cmd).unwrap();
+        let config = bench_config(&cli, cmd, Task::Classify).unwrap();
         assert_eq!(config.loads.len(), 3);
         assert_eq!(config.stop, Stop::Duration(Duration::from_secs(10)));
         assert_eq!(config.protocol, Protocol::Rest);
         let cli = Cli::try_parse_from(["csp-client", "--grpc", "bench", "-m", "c", "--rate", "5", "-n", "3"]).unwrap();
         let Command::Bench(cmd) = &cli.command else { panic!("not bench") };
-        let config = bench_config(&cli, cmd).unwrap();
+        let config = bench_config(&cli, cmd, Task::Classify).unwrap();
         assert_eq!(config.protocol, Protocol::Grpc);
         assert_eq!(config.stop, Stop::Requests(3));
         assert!(matches!(config.loads[0], Load::Open { rate, .. } if rate == 5.0));

@@ -111,4 +111,13 @@ fn commands_against_a_real_server() {
     assert!(output.status.success(), "{:?}", text(&output));
     let (stdout, _) = text(&output);
     assert!(stdout.starts_with("protocol") && stdout.contains("r=50/s"), "{stdout}");
+
+    // Without --task, bench asks the server what the model does: the detector gets detect requests.
+    let output = run(&with(&["bench", "-m", "det", "--requests", "3", "--image-size", "64x48", "--json"]));
+    assert!(output.status.success(), "{:?}", text(&output));
+    let record: serde_json::Value = serde_json::from_str(text(&output).0.trim()).unwrap();
+    assert_eq!((record["errors"].as_u64(), record["server_requests"].as_u64()), (Some(0), Some(3)), "{record}");
+    let output = run(&with(&["bench", "-m", "nope", "--requests", "1", "--image-size", "32x32"]));
+    assert!(!output.status.success());
+    assert!(text(&output).1.contains("the server has no model `nope` (it serves: cls, det)"), "{:?}", text(&output));
 }
