@@ -4,7 +4,7 @@
 
 use image::{Rgb, RgbImage};
 
-use super::{draw_rect, draw_text, fill_rect, font, BLACK, WHITE};
+use super::{draw_rect, draw_text, fill_rect, font, nice_step, BLACK, WHITE};
 use crate::error::{Error, Result};
 use crate::flops::Summary;
 use crate::network::{Network, Op};
@@ -218,16 +218,6 @@ fn legend(img: &mut RgbImage, columns: &[Column], x0: i64, y: i64) {
     if columns.iter().any(|c| c.head) {
         entry(img, HEAD_MARK, "yolo head");
     }
-}
-
-/// A round step (1, 2 or 5 times a power of ten) splitting [0, span] into at most `max_ticks`
-/// intervals, and the decimals its labels need.
-fn nice_step(span: f64, max_ticks: usize) -> (f64, usize) {
-    let raw = span / max_ticks.max(1) as f64;
-    let magnitude = 10f64.powf(raw.log10().floor());
-    let step = [1.0, 2.0, 5.0, 10.0].into_iter().map(|m| m * magnitude).find(|&s| s >= raw).unwrap_or(10.0 * magnitude);
-    let decimals = if step >= 1.0 { 0 } else { (-step.log10().floor()) as usize };
-    (step, decimals)
 }
 
 #[cfg(test)]

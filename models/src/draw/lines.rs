@@ -4,7 +4,7 @@
 
 use image::{Rgb, RgbImage};
 
-use super::{draw_rect, draw_text, fill_rect, font, BLACK, WHITE};
+use super::{draw_rect, draw_text, fill_rect, font, nice_step, BLACK, WHITE};
 use crate::error::{Error, Result};
 
 const AXIS: Rgb<u8> = Rgb([40, 40, 40]);
@@ -279,16 +279,6 @@ fn compact(v: f64) -> String {
     } else {
         format!("{v:e}")
     }
-}
-
-/// A round step (1, 2 or 5 times a power of ten) splitting `span` into at most `max_ticks`
-/// intervals, and the decimals its labels need.
-fn nice_step(span: f64, max_ticks: usize) -> (f64, usize) {
-    let raw = span / max_ticks.max(1) as f64;
-    let magnitude = 10f64.powf(raw.log10().floor());
-    let step = [1.0, 2.0, 5.0, 10.0].into_iter().map(|m| m * magnitude).find(|&s| s >= raw).unwrap_or(10.0 * magnitude);
-    let decimals = if step >= 1.0 { 0 } else { (-step.log10().floor()) as usize };
-    (step, decimals)
 }
 
 #[cfg(test)]

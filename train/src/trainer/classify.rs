@@ -1,7 +1,5 @@
 //! `csp-train classify`: cross-entropy training of a classifier on an image-folder dataset.
 
-use std::path::Path;
-
 use anyhow::{bail, Result};
 use candle_core::DType;
 use clap::Args;
@@ -106,7 +104,7 @@ pub fn run(args: &ClassifyArgs) -> Result<()> {
                 log.log(&row)?;
             }
             let at_end = step == total;
-            if at_end || (t.eval_every > 0 && step % t.eval_every == 0) {
+            if t.eval_due(step, total) {
                 if let Some(v) = &val_loader {
                     let r = evaluate_classifier(&trainer.model, v)?;
                     let (top1, top5) = (r.top1 * 100.0, r.top5 * 100.0);
@@ -121,7 +119,7 @@ pub fn run(args: &ClassifyArgs) -> Result<()> {
                 }
                 write_plots(&log)?;
             }
-            if at_end || (t.checkpoint_every > 0 && step % t.checkpoint_every == 0) {
+            if t.checkpoint_due(step, total) {
                 let state = TrainState { step, epoch, step_in_epoch: in_epoch, settings: settings.clone() };
                 checkpoint::save(&t.out, &trainer, &state)?;
             }
@@ -135,13 +133,5 @@ pub fn run(args: &ClassifyArgs) -> Result<()> {
         }
     }
     bar.finish();
-    finish(&trainer, &t.out)
-}
-
-/// Final weights.
-fn finish(trainer: &Trainer, out: &Path) -> Result<()> {
-    let weights = out.join(WEIGHTS_FILE);
-    trainer.save_weights(&weights)?;
-    eprintln!("wrote {} and {}", weights.display(), out.join(LABELS_FILE).display());
-    Ok(())
+    trainer.write_final(&t.out)
 }

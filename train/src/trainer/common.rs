@@ -124,6 +124,16 @@ pub fn open_device(spec: &str) -> Result<Device> {
 }
 
 impl TrainArgs {
+    /// Whether `step` (of `total`) is an evaluation point: every `--eval-every` steps, and the last.
+    pub fn eval_due(&self, step: usize, total: usize) -> bool {
+        step == total || (self.eval_every > 0 && step.is_multiple_of(self.eval_every))
+    }
+
+    /// Whether `step` (of `total`) writes a checkpoint: every `--checkpoint-every` steps, and the last.
+    pub fn checkpoint_due(&self, step: usize, total: usize) -> bool {
+        step == total || (self.checkpoint_every > 0 && step.is_multiple_of(self.checkpoint_every))
+    }
+
     /// Optimiser and schedule from the preset (the task's default) overridden by flags.
     pub fn recipe(&self, default: Preset, total_steps: usize) -> Result<(SgdConfig, Schedule)> {
         let preset = self.preset.unwrap_or(default);

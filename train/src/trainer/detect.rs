@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use candle_core::DType;
 use clap::Args;
 use csp_models::network::{Op, YoloSpec};
@@ -189,7 +189,7 @@ pub fn run(args: &DetectArgs) -> Result<()> {
                 ])?;
             }
             let at_end = step == total;
-            if at_end || (t.eval_every > 0 && step % t.eval_every == 0) {
+            if t.eval_due(step, total) {
                 if let Some(v) = &val_loader {
                     let r = evaluate_detector(&trainer.model, v, &val_postprocess)?;
                     let m = &r.summary;
@@ -207,7 +207,7 @@ pub fn run(args: &DetectArgs) -> Result<()> {
                 }
                 write_plots(&log)?;
             }
-            if at_end || (t.checkpoint_every > 0 && step % t.checkpoint_every == 0) {
+            if t.checkpoint_due(step, total) {
                 let state = TrainState { step, epoch, step_in_epoch: in_epoch, settings: settings.clone() };
                 checkpoint::save(&t.out, &trainer, &state)?;
             }
@@ -221,8 +221,5 @@ pub fn run(args: &DetectArgs) -> Result<()> {
         }
     }
     bar.finish();
-    let weights = t.out.join(WEIGHTS_FILE);
-    trainer.save_weights(&weights).context("saving the detector")?;
-    eprintln!("wrote {} and {}", weights.display(), t.out.join(LABELS_FILE).display());
-    Ok(())
+    trainer.write_final(&t.out)
 }

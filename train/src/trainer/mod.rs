@@ -31,6 +31,14 @@ pub struct Trainer {
 }
 
 impl Trainer {
+    /// The run's final weights, `OUT/model.safetensors` (its labels file is already there).
+    pub fn write_final(&self, out: &Path) -> Result<()> {
+        let weights = out.join(classify::WEIGHTS_FILE);
+        self.save_weights(&weights).with_context(|| format!("saving {}", weights.display()))?;
+        eprintln!("wrote {} and {}", weights.display(), out.join(classify::LABELS_FILE).display());
+        Ok(())
+    }
+
     /// A freshly initialised model (seeded), optionally overwritten by a pretrained file's
     /// tensors of matching name and shape.
     pub fn new(
