@@ -13,9 +13,13 @@
 #   1. parity: the same random batch of 2 on CPU and on cuda:0 for cspresnext50 (224),
 #      cspdarknet53 (256) and cspresnext50_panet_spp (512); each output tensor must satisfy
 #      max|gpu - cpu| <= 1e-3 * max|cpu| (f32);
-#   2. `csp-model bench --device cuda` at batch 1, 8 and 32 for the same three: images/s.
+#   2. `csp-model bench --device cuda` at batch 1, 8 and 32 for the same three: images/s;
+#   3. the server at saturation: `csp-server --device cuda:0` (GPU batching defaults) serving the
+#      detector at 512, loaded by `csp-client bench` with 640x480 JPEGs over REST and gRPC at
+#      concurrency 1 to 128 (when .gpu/ also holds csp-server.gz and csp-client.gz).
 # python3 with numpy and safetensors (there with PyTorch) writes the inputs and compares outputs.
-# Results: DIR/parity.txt, DIR/bench.jsonl and DIR/gpu-check.md (a table for the README).
+# Results: DIR/parity.txt, DIR/bench.jsonl, DIR/serve.jsonl, DIR/server.log and DIR/gpu-check.md
+# (the tables for the README).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
@@ -34,7 +38,7 @@ build() {
   cuda_env=$(bash scripts/cuda-toolchain.sh --env)
   eval "$cuda_env"
   export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$repo/target/cuda-check}
-  local args=(--locked --workspace --features cuda --bin csp-model)
+  local args=(--locked --workspace --features cuda --bin csp-model --bin csp-server --bin csp-client)
   if [ ! -e "$CUDA_ROOT/lib/stubs/libcuda.so" ]; then
     # The stubs come from the symbols the compiled crates use, so the first build can only fail
     # at its link; a real compile error shows again in the second build.
@@ -43,11 +47,14 @@ build() {
   fi
   cargo build "${args[@]}"
   mkdir -p .gpu
-  # Without debug info and gzipped (58 MiB -> 14 MiB): the device tool carries 64 MiB in all.
-  objcopy --strip-debug "$CARGO_TARGET_DIR/debug/csp-model" .gpu/csp-model.tmp
-  gzip -c .gpu/csp-model.tmp >.gpu/csp-model.gz
-  rm -f .gpu/csp-model.tmp
-  echo "gpu-check: .gpu/csp-model.gz ($(($(stat -c %s .gpu/csp-model.gz) / 1048576)) MiB);" \
+  # Without debug info and gzipped (58 MiB -> 14 MiB for csp-model): the device tool carries 64 MiB in all.
+  local bin
+  for bin in csp-model csp-server csp-client; do
+    objcopy --strip-debug "$CARGO_TARGET_DIR/debug/$bin" ".gpu/$bin.tmp"
+    gzip -c ".gpu/$bin.tmp" >".gpu/$bin.gz"
+    rm -f ".gpu/$bin.tmp"
+  done
+  echo "gpu-check: $(du -ch .gpu/*.gz | tail -1 | cut -f1) in .gpu/;" \
     "on the GPU machine: carry [\".gpu\"], run bash scripts/gpu-check.sh --out \"\$OUT\""
 }
 
@@ -77,14 +84,19 @@ find_cuda_libs() {
   done
 }
 
+# The carried binary NAME (gunzipped into a temporary folder), or nothing.
+unpack() {
+  local name=$1 dir
+  [ -f "$repo/.gpu/$name.gz" ] || return 0
+  dir=$(mktemp -d)
+  gunzip -c "$repo/.gpu/$name.gz" >"$dir/$name" && chmod +x "$dir/$name" && echo "$dir/$name"
+}
+
 check() {
   local out=$1
   mkdir -p "$out"
   local bin=${CSP_MODEL:-}
-  if [ -z "$bin" ] && [ -f "$repo/.gpu/csp-model.gz" ]; then
-    bin=$(mktemp -d)/csp-model
-    gunzip -c "$repo/.gpu/csp-model.gz" >"$bin" && chmod +x "$bin"
-  fi
+  [ -n "$bin" ] || bin=$(unpack csp-model)
   if [ -z "$bin" ] || [ ! -x "$bin" ]; then
     echo "gpu-check: no .gpu/csp-model.gz (nor CSP_MODEL); build it where Rust is: bash scripts/gpu-check.sh --build" >&2
     exit 1
@@ -130,6 +142,15 @@ check() {
       fi
     done
   done
+  : >"$out/serve.jsonl"
+  local server client
+  server=$(unpack csp-server)
+  client=$(unpack csp-client)
+  if [ -n "$server" ] && [ -n "$client" ]; then
+    serve "$server" "$client" "$work/cspresnext50_panet_spp.safetensors" "$out" || failed=1
+  else
+    echo "gpu-check: no .gpu/csp-server.gz and csp-client.gz; skipping the server at saturation" >&2
+  fi
   rm -rf "$work"
   report "$gpu" "$out" | tee "$out/gpu-check.md"
   [ "$failed" = 0 ] || {
@@ -137,6 +158,38 @@ check() {
     exit 1
   }
   echo "gpu-check: parity passed, benchmarks in $out/bench.jsonl"
+}
+
+# The server on cuda:0 with its GPU defaults (batch 32), loaded over REST and gRPC until its
+# throughput levels off. JPEG decoding runs on the machine's CPU cores, as it would in production.
+serve() {
+  local server=$1 client=$2 weights=$3 out=$4
+  "$server" --model "det=$weights" --device cuda:0 --http-addr 127.0.0.1:18000 --grpc-addr 127.0.0.1:18001 \
+    >"$out/server.log" 2>&1 &
+  local pid=$! ok=1 protocol
+  local i
+  for i in $(seq 1 240); do
+    "$client" --url http://127.0.0.1:18000 health >/dev/null 2>&1 && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.5
+  done
+  if ! "$client" --url http://127.0.0.1:18000 health >/dev/null 2>&1; then
+    echo "gpu-check: the server did not become ready (see server.log)" >&2
+    tail -20 "$out/server.log" >&2
+    kill "$pid" 2>/dev/null || true
+    return 1
+  fi
+  for protocol in rest grpc; do
+    if ! timeout 150 "$client" --url http://127.0.0.1:18000 --grpc-url http://127.0.0.1:18001 bench --model det \
+      --protocol "$protocol" --image-size 640x480 --concurrency 1,8,32,128 --duration 6s --warmup 2s \
+      --json --quiet | tee -a "$out/serve.jsonl"; then
+      echo "gpu-check: server bench over $protocol FAILED" >&2
+      ok=0
+    fi
+  done
+  kill -TERM "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  [ "$ok" = 1 ]
 }
 
 # A uniform [0, 1) image batch [n, 3, size, size], seeded so every run sees the same.
@@ -194,6 +247,16 @@ print("|---|---|---|---|---|")
 for line in open(f"{out}/bench.jsonl"):
     r = json.loads(line)
     print(f"| {r['arch']} | {r['size']} | {r['batch']} | {r['median_ms']:.2f} | {r['images_per_s']:.1f} |")
+print()
+serve = [json.loads(line) for line in open(f"{out}/serve.jsonl") if line.strip()]
+if serve:
+    print("\ncsp-server --device cuda:0 serving cspresnext50_panet_spp (512), csp-client bench with 640x480 JPEGs:\n")
+    print("| protocol | concurrency | requests/s | p50 ms | p99 ms | server batch mean | errors |")
+    print("|---|---|---|---|---|---|---|")
+    for r in serve:
+        fmt = lambda v: "-" if v is None else f"{v:.1f}"
+        print(f"| {r['protocol']} | {r['concurrency']} | {r['requests_per_s']:.1f} | {fmt(r['p50_ms'])} | "
+              f"{fmt(r['p99_ms'])} | {fmt(r['server_batch_mean'])} | {r['errors']} |")
 print()
 for line in open(f"{out}/parity.txt"):
     print(f"    {line.rstrip()}")

@@ -22,6 +22,9 @@ pub enum Error {
     #[error("image: {0}")]
     Image(String),
 
+    #[error("device: {0}")]
+    Device(String),
+
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 

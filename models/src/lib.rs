@@ -5,6 +5,7 @@ pub mod backbones;
 pub mod csp;
 pub mod darknet;
 pub mod detectors;
+pub mod device;
 pub mod draw;
 pub mod error;
 pub mod flops;

@@ -53,9 +53,10 @@ pub struct Args {
     #[arg(long, env = "CSP_DECODE_THREADS")]
     pub decode_threads: Option<usize>,
 
-    /// Most images per forward pass (default for every model).
-    #[arg(long, env = "CSP_MAX_BATCH_SIZE", default_value_t = 8)]
-    pub max_batch_size: usize,
+    /// Most images per forward pass, for every model that does not set its own (default: 8 on CPU,
+    /// 32 on a GPU, which needs bigger batches to be busy).
+    #[arg(long, env = "CSP_MAX_BATCH_SIZE")]
+    pub max_batch_size: Option<usize>,
 
     /// Longest wait for a fuller batch, in milliseconds (0 = run whatever is queued at once).
     #[arg(long, env = "CSP_MAX_QUEUE_DELAY_MS", default_value_t = 2)]
@@ -139,20 +140,20 @@ pub struct Settings {
 
 impl Args {
     pub fn settings(&self) -> Result<Settings> {
-        let device: DeviceSpec = self.device.parse().map_err(anyhow::Error::msg)?;
-        let batching = BatchingConfig {
-            max_batch_size: positive(self.max_batch_size, "--max-batch-size")?,
+        let defaults = Defaults {
+            device: self.device.parse()?,
+            max_batch_size: self.max_batch_size.map(|b| positive(b, "--max-batch-size")).transpose()?,
             max_queue_delay_ms: self.max_queue_delay_ms,
             max_queue_size: positive(self.max_queue_size, "--max-queue-size")?,
+            instances: positive(self.instances, "--instances")?,
         };
-        let instances = positive(self.instances, "--instances")?;
         let mut models = Vec::new();
         let mut tasks = Vec::new();
         for spec in &self.models {
-            models.push(parse_model_flag(spec, &device, &batching, instances)?);
+            models.push(parse_model_flag(spec, &defaults)?);
         }
         if let Some(path) = &self.config {
-            let (m, t) = read_file(path, &device, &batching, instances)?;
+            let (m, t) = read_file(path, &defaults)?;
             models.extend(m);
             tasks.extend(t);
         }
@@ -165,7 +166,7 @@ impl Args {
                     self.default_config.display()
                 );
             }
-            let (m, t) = read_file(&self.default_config, &device, &batching, instances)?;
+            let (m, t) = read_file(&self.default_config, &defaults)?;
             models.extend(m);
             tasks.extend(t);
         }
@@ -192,6 +193,35 @@ impl Args {
     }
 }
 
+/// What the command line sets for every model that does not set its own.
+struct Defaults {
+    device: DeviceSpec,
+    /// None: by device (`default_max_batch_size`).
+    max_batch_size: Option<usize>,
+    max_queue_delay_ms: u64,
+    max_queue_size: usize,
+    instances: usize,
+}
+
+impl Defaults {
+    fn batching(&self, device: DeviceSpec) -> BatchingConfig {
+        BatchingConfig {
+            max_batch_size: self.max_batch_size.unwrap_or(default_max_batch_size(device)),
+            max_queue_delay_ms: self.max_queue_delay_ms,
+            max_queue_size: self.max_queue_size,
+        }
+    }
+}
+
+/// A CPU is busy at batch 8; a GPU needs larger batches before its throughput levels off.
+pub fn default_max_batch_size(device: DeviceSpec) -> usize {
+    if device.is_gpu() {
+        32
+    } else {
+        8
+    }
+}
+
 fn positive(v: usize, flag: &str) -> Result<usize> {
     if v == 0 {
         bail!("{flag} must be at least 1");
@@ -200,12 +230,7 @@ fn positive(v: usize, flag: &str) -> Result<usize> {
 }
 
 /// `NAME=ARCH@WEIGHTS` or `NAME=WEIGHTS.safetensors`.
-fn parse_model_flag(
-    spec: &str,
-    device: &DeviceSpec,
-    batching: &BatchingConfig,
-    instances: usize,
-) -> Result<ModelConfig> {
+fn parse_model_flag(spec: &str, defaults: &Defaults) -> Result<ModelConfig> {
     let (name, rest) = spec.split_once('=').with_context(|| format!("--model `{spec}`: expected NAME=ARCH@WEIGHTS"))?;
     check_name(name)?;
     let (arch, weights) = match rest.rsplit_once('@') {
@@ -219,9 +244,9 @@ fn parse_model_flag(
         weights,
         labels: None,
         input_size: None,
-        device: device.clone(),
-        batching: batching.clone(),
-        instances,
+        device: defaults.device,
+        batching: defaults.batching(defaults.device),
+        instances: defaults.instances,
     })
 }
 
@@ -235,7 +260,7 @@ fn check_name(name: &str) -> Result<()> {
 
 type FileModels = (Vec<ModelConfig>, Vec<(String, String)>);
 
-fn read_file(path: &Path, device: &DeviceSpec, batching: &BatchingConfig, instances: usize) -> Result<FileModels> {
+fn read_file(path: &Path, defaults: &Defaults) -> Result<FileModels> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let file: FileConfig = toml::from_str(&text).with_context(|| format!("{}", path.display()))?;
     let base = path.parent().unwrap_or(Path::new("."));
@@ -252,9 +277,10 @@ fn read_file(path: &Path, device: &DeviceSpec, batching: &BatchingConfig, instan
             tasks.push((m.name.clone(), task.clone()));
         }
         let device = match &m.device {
-            Some(d) => d.parse().map_err(anyhow::Error::msg)?,
-            None => device.clone(),
+            Some(d) => d.parse::<DeviceSpec>().with_context(|| format!("{}: model `{}`", path.display(), m.name))?,
+            None => defaults.device,
         };
+        let batching = defaults.batching(device);
         models.push(ModelConfig {
             arch: m.arch.map(|a| if a.ends_with(".cfg") { rel(Path::new(&a)).display().to_string() } else { a }),
             weights: rel(&m.weights),
@@ -266,9 +292,69 @@ fn read_file(path: &Path, device: &DeviceSpec, batching: &BatchingConfig, instan
                 max_queue_delay_ms: m.max_queue_delay_ms.unwrap_or(batching.max_queue_delay_ms),
                 max_queue_size: positive(m.max_queue_size.unwrap_or(batching.max_queue_size), "max_queue_size")?,
             },
-            instances: positive(m.instances.unwrap_or(instances), "instances")?,
+            instances: positive(m.instances.unwrap_or(defaults.instances), "instances")?,
             name: m.name,
         });
     }
     Ok((models, tasks))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch_of(args: &[&str]) -> Vec<usize> {
+        let argv = ["csp-server"].iter().chain(args).copied();
+        let settings = Args::try_parse_from(argv).unwrap().settings().unwrap();
+        settings.models.iter().map(|m| m.batching.max_batch_size).collect()
+    }
+
+    #[test]
+    fn batch_size_defaults_by_device_unless_set() {
+        assert_eq!(batch_of(&["--model", "a=a.safetensors"]), [8]);
+        assert_eq!(batch_of(&["--model", "a=a.safetensors", "--device", "cuda:1"]), [32]);
+        assert_eq!(batch_of(&["--model", "a=a.safetensors", "--device", "cuda", "--max-batch-size", "4"]), [4]);
+        assert!(Args::try_parse_from(["csp-server", "--model", "a=a.safetensors", "--device", "tpu"])
+            .unwrap()
+            .settings()
+            .is_err());
+    }
+
+    #[test]
+    fn the_api_key_is_never_in_debug_output() {
+        let argv = ["csp-server", "--model", "a=a.safetensors", "--api-key", "k3y-do-not-print"];
+        let args = Args::try_parse_from(argv).unwrap();
+        let settings = args.settings().unwrap();
+        assert_eq!(settings.api_key.as_ref().map(Secret::expose), Some("k3y-do-not-print"));
+        let shown = format!("{args:?} {settings:?} {args:#?} {settings:#?}");
+        assert!(!shown.contains("k3y-do-not-print"), "{shown}");
+    }
+
+    #[test]
+    fn cors_origins_are_checked_and_closed_by_default() {
+        let parse = |extra: &[&str]| {
+            let argv = ["csp-server", "--model", "a=a.safetensors"].iter().chain(extra).copied();
+            Args::try_parse_from(argv).unwrap().settings().map(|s| s.cors_allow_origins)
+        };
+        assert!(parse(&[]).unwrap().is_empty());
+        let origins = parse(&["--cors-allow-origin", "https://a.example,http://localhost:3000"]).unwrap();
+        assert_eq!(origins, ["https://a.example", "http://localhost:3000"]);
+        assert!(parse(&["--cors-allow-origin", "a.example"]).is_err());
+        assert!(parse(&["--max-connections", "0"]).is_err());
+        assert!(parse(&["--max-concurrent-streams", "0"]).is_err());
+    }
+
+    #[test]
+    fn a_model_on_its_own_gpu_gets_the_gpu_default() {
+        let dir = std::env::temp_dir().join(format!("csp-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("models.toml");
+        let toml = "[[models]]\nname = \"g\"\nweights = \"g.safetensors\"\ndevice = \"cuda:0\"\n\n\
+                    [[models]]\nname = \"c\"\nweights = \"c.safetensors\"\n";
+        std::fs::write(&path, toml).unwrap();
+        let p = path.to_str().unwrap();
+        assert_eq!(batch_of(&["--config", p]), [32, 8]);
+        assert_eq!(batch_of(&["--config", p, "--max-batch-size", "2"]), [2, 2]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

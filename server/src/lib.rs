@@ -58,10 +58,7 @@ pub async fn serve(settings: config::Settings, stop: impl std::future::Future<Ou
     let infer = core.infer();
     for (name, task) in &settings.tasks {
         let info = infer.model(name)?;
-        let actual = match info.task {
-            crate::core::Task::Classify => "classify",
-            crate::core::Task::Detect => "detect",
-        };
+        let actual = info.task.as_str();
         if actual != task {
             bail!("model `{name}` is configured as `{task}` but its network is a `{actual}` model");
         }

@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use csp_models::heads::{
     coco_labels, load_labels, postprocess, Detection, Letterbox, NmsKind, PostprocessConfig, YoloHead, COCO_CLASSES,
 };
+use csp_models::device::DeviceSpec;
 use csp_models::preprocess::{Preprocess, Resize};
 use csp_models::weights::{self, Arch};
 use csp_models::{backbones, draw, flops, Model};
@@ -154,17 +155,7 @@ struct DeviceArg {
 
 impl DeviceArg {
     fn open(&self) -> Result<Device> {
-        let ordinal = match self.device.as_str() {
-            "cpu" => return Ok(Device::Cpu),
-            "cuda" => 0,
-            other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
-                Some(Ok(n)) => n,
-                _ => bail!("unknown device `{other}` (cpu, cuda, cuda:N)"),
-            },
-        };
-        Device::new_cuda(ordinal).with_context(|| {
-            format!("opening cuda:{ordinal} (a build with `--features cuda`, a GPU and its driver are needed)")
-        })
+        Ok(self.device.parse::<DeviceSpec>()?.open()?)
     }
 }
 

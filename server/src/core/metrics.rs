@@ -21,6 +21,8 @@ pub(crate) struct Metrics {
     pub in_flight: IntGaugeVec,
     /// Requests refused at the door, by reason (queue_full, shutting_down).
     pub rejections: IntCounterVec,
+    /// Always 1, one series per served model: where it runs and what it is (join on `model`).
+    pub model_info: IntGaugeVec,
 }
 
 impl Metrics {
@@ -48,13 +50,18 @@ impl Metrics {
         let requests =
             counter("csp_requests_total", "Requests by model, endpoint and status", &["model", "endpoint", "status"]);
         let rejections = counter("csp_rejections_total", "Requests refused at admission", &["model", "reason"]);
-        let gauge = |name: &str, help: &str| {
-            let g = IntGaugeVec::new(Opts::new(name, help), &["model"]).expect("valid gauge");
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid gauge");
             registry.register(Box::new(g.clone())).expect("unique metric");
             g
         };
-        let queue_depth = gauge("csp_queue_depth", "Images waiting in the model's queue");
-        let in_flight = gauge("csp_in_flight_requests", "Requests admitted and not yet answered");
+        let queue_depth = gauge("csp_queue_depth", "Images waiting in the model's queue", &["model"]);
+        let in_flight = gauge("csp_in_flight_requests", "Requests admitted and not yet answered", &["model"]);
+        let model_info = gauge(
+            "csp_model_info",
+            "Served models: task, architecture and device (value always 1)",
+            &["model", "task", "architecture", "device"],
+        );
         Metrics {
             registry,
             requests,
@@ -66,6 +73,7 @@ impl Metrics {
             queue_depth,
             in_flight,
             rejections,
+            model_info,
         }
     }
 

@@ -44,35 +44,7 @@ impl Default for Limits {
     }
 }
 
-/// Where a model runs.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum DeviceSpec {
-    Cpu,
-    Cuda(usize),
-}
-
-impl std::str::FromStr for DeviceSpec {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "cpu" => Ok(DeviceSpec::Cpu),
-            "cuda" => Ok(DeviceSpec::Cuda(0)),
-            _ => match s.strip_prefix("cuda:").map(str::parse) {
-                Some(Ok(n)) => Ok(DeviceSpec::Cuda(n)),
-                _ => Err(format!("unknown device `{s}` (cpu, cuda, cuda:N)")),
-            },
-        }
-    }
-}
-
-impl std::fmt::Display for DeviceSpec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            DeviceSpec::Cpu => write!(f, "cpu"),
-            DeviceSpec::Cuda(n) => write!(f, "cuda:{n}"),
-        }
-    }
-}
+pub use csp_models::device::DeviceSpec;
 
 /// One model to serve.
 #[derive(Clone, Debug)]

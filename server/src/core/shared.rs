@@ -19,7 +19,7 @@ use super::metrics::Metrics;
 use super::postprocess::{detect, post_config, task_name, top_classes, Post};
 use super::queue::{Command, Entry, EntryOutput, QueueTask};
 use super::types::*;
-use super::{DeviceSpec, Limits, ModelConfig};
+use super::{Limits, ModelConfig};
 
 /// Cumulative statistics of one model, updated by its backend threads.
 #[derive(Default)]
@@ -107,22 +107,6 @@ impl Core {
     }
 }
 
-fn device(spec: &DeviceSpec) -> anyhow::Result<Device> {
-    match spec {
-        DeviceSpec::Cpu => Ok(Device::Cpu),
-        DeviceSpec::Cuda(n) => {
-            #[cfg(feature = "cuda")]
-            {
-                Ok(Device::new_cuda(*n)?)
-            }
-            #[cfg(not(feature = "cuda"))]
-            {
-                anyhow::bail!("device cuda:{n} needs a build with `--features cuda`")
-            }
-        }
-    }
-}
-
 /// Loads every model, starts its queue and backend threads, warms it up at every batch size it
 /// will run, then reports ready. Must be called inside a tokio runtime.
 pub fn start(configs: Vec<ModelConfig>, limits: Limits, decode_threads: usize) -> anyhow::Result<Core> {
@@ -150,7 +134,7 @@ pub fn start(configs: Vec<ModelConfig>, limits: Limits, decode_threads: usize) -
 
 fn load_one(cfg: ModelConfig, metrics: &Arc<Metrics>) -> anyhow::Result<ServedModel> {
     use anyhow::Context;
-    let dev = device(&cfg.device)?;
+    let dev = cfg.device.open()?;
     let arch = cfg.arch.as_deref().map(Arch::parse);
     let mut model = weights::load_model(arch.as_ref(), Some(&cfg.weights), &dev, true)
         .with_context(|| format!("model `{}`", cfg.name))?;
@@ -180,6 +164,7 @@ fn load_one(cfg: ModelConfig, metrics: &Arc<Metrics>) -> anyhow::Result<ServedMo
         instances: cfg.instances.max(1),
         outputs: loaded.outputs.clone(),
     };
+    metrics.model_info.with_label_values(&[&info.name, info.task.as_str(), &info.architecture, &info.device]).set(1);
     let loaded = Arc::new(loaded);
     warm_up(&cfg.name, &loaded, &model, cfg.batching.max_batch_size)?;
     let (queue, rx) = mpsc::unbounded_channel();
@@ -313,10 +298,7 @@ impl Shared {
         params: TaskParams,
         opts: RequestOptions,
     ) -> Result<ImagesResponse, InferError> {
-        let endpoint = match task {
-            Task::Classify => "classify",
-            Task::Detect => "detect",
-        };
+        let endpoint = task.as_str();
         let started = Instant::now();
         let result = self.images_inner(model, images, task, params, opts, started).await;
         self.record(model, endpoint, started, result.as_ref().map(|_| ()));

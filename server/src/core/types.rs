@@ -15,6 +15,16 @@ pub enum Task {
     Detect,
 }
 
+impl Task {
+    /// The name used in URLs, configs, metrics and messages (`classify`, `detect`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Task::Classify => "classify",
+            Task::Detect => "detect",
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct BatchingConfig {
     /// Most images run in one forward pass.

@@ -14,7 +14,7 @@ use super::pb::inference::model_infer_response::InferOutputTensor;
 use super::status::{client_deadline, earliest, to_status, ApiKey};
 use super::stream::{in_order, STREAM_WINDOW};
 use super::tensor::{f32_to_le, join_bytes_elements, parse_input, V2Input, IMAGE_INPUT, RESULTS_OUTPUT, TENSOR_INPUT};
-use crate::core::{Infer, InferError, ModelInfo, RequestOptions, Task};
+use crate::core::{DeviceSpec, Infer, InferError, ModelInfo, RequestOptions, Task};
 
 pub const SERVER_NAME: &str = "cspserve";
 pub const PLATFORM: &str = "candle";
@@ -100,7 +100,10 @@ pub fn model_config(info: &ModelInfo, default_timeout_us: u64) -> pb::ModelConfi
         dims: vec![1],
         label_filename: String::new(),
     });
-    let gpu = info.device.strip_prefix("cuda:").and_then(|n| n.parse::<i32>().ok());
+    let gpu = match info.device.parse::<DeviceSpec>() {
+        Ok(DeviceSpec::Cuda(n)) => i32::try_from(n).ok(),
+        _ => None,
+    };
     let b = &info.batching;
     pb::ModelConfig {
         name: info.name.clone(),

@@ -134,10 +134,7 @@ pub fn deadline_after(timeout: Option<Duration>) -> RequestOptions {
 }
 
 fn unsupported(task: Task, key: &str) -> ApiError {
-    let endpoint = match task {
-        Task::Classify => "classify",
-        Task::Detect => "detect",
-    };
+    let endpoint = task.as_str();
     ApiError::invalid(format!(
         "unsupported parameter `{key}` for {endpoint} (supported: {})",
         supported(task).join(", ")

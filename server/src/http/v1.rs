@@ -55,10 +55,11 @@ async fn run_images(state: AppState, path: ModelPath, task: Task, request: Reque
 }
 
 fn wrong_task(info: &ModelInfo) -> ApiError {
-    let (is, use_endpoint) = match info.task {
-        Task::Classify => ("a classifier", "classify"),
-        Task::Detect => ("a detector", "detect"),
+    let is = match info.task {
+        Task::Classify => "a classifier",
+        Task::Detect => "a detector",
     };
+    let use_endpoint = info.task.as_str();
     ApiError::invalid(format!("model `{}` is {is}: use /v1/models/{}/{use_endpoint}", info.name, info.name))
 }
 

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
+use csp_models::device::DeviceSpec;
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 
@@ -112,15 +113,7 @@ pub struct TrainArgs {
 }
 
 pub fn open_device(spec: &str) -> Result<Device> {
-    let ordinal = match spec {
-        "cpu" => return Ok(Device::Cpu),
-        "cuda" => 0,
-        other => match other.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
-            Some(n) => n,
-            None => bail!("unknown device `{other}` (cpu, cuda, cuda:N)"),
-        },
-    };
-    Device::new_cuda(ordinal).with_context(|| format!("opening cuda:{ordinal} (build with --features cuda)"))
+    Ok(spec.parse::<DeviceSpec>()?.open()?)
 }
 
 impl TrainArgs {
