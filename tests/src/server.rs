@@ -39,6 +39,12 @@ impl ServerBuilder {
         ServerBuilder { args: ["--threads", "1", "--decode-threads", "1"].map(String::from).to_vec(), envs: Vec::new() }
     }
 
+    /// No arguments at all beyond the addresses the harness picks: for a start command taken as it
+    /// is from elsewhere (tests/tests/e2e/docker_entrypoint.rs: the Dockerfile's).
+    pub fn bare() -> Self {
+        ServerBuilder { args: Vec::new(), envs: Vec::new() }
+    }
+
     pub fn arg(mut self, arg: impl Into<String>) -> Self {
         self.args.push(arg.into());
         self

@@ -26,6 +26,8 @@ pub fn max_pool_differentiable(x: &Tensor, size: usize, stride: usize, padding: 
 
 /// Along `dim` (already padded): out[i] = max over k < size of x[i * stride + k].
 fn window_max(x: &Tensor, dim: usize, out: usize, size: usize, stride: usize) -> Result<Tensor> {
+    // index_select needs a contiguous input; a route's slice or an unpadded input may not be.
+    let x = &x.contiguous()?;
     let mut acc: Option<Tensor> = None;
     for k in 0..size {
         let picked = if stride == 1 {
@@ -80,4 +82,24 @@ fn pad_neg_inf(x: &Tensor, dim: D, len: usize, size: usize, stride: usize, paddi
 /// Global average pooling to [N, C, 1, 1].
 pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
     x.mean_keepdim(D::Minus1)?.mean_keepdim(D::Minus2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// A transposed (non-contiguous) input, as a route's slice can be: both pools agree on it.
+    #[test]
+    fn differentiable_pool_takes_non_contiguous_input() {
+        let x = Tensor::arange(0f32, 2.0 * 3.0 * 7.0 * 9.0, &Device::Cpu).unwrap().reshape((2, 3, 7, 9)).unwrap();
+        let x = (x.sin().unwrap()).transpose(2, 3).unwrap();
+        assert!(!x.is_contiguous());
+        for (size, stride, padding) in [(2, 2, 0), (3, 2, 2), (5, 1, 4)] {
+            let want = max_pool(&x.contiguous().unwrap(), size, stride, padding).unwrap();
+            let got = max_pool_differentiable(&x, size, stride, padding).unwrap();
+            let diff = (want - got).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            assert_eq!(diff, 0.0, "size {size} stride {stride} padding {padding}");
+        }
+    }
 }

@@ -3,12 +3,13 @@
 
 pub mod darknet;
 pub mod native;
+pub mod random;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::{VarBuilder, VarMap};
+use candle_nn::VarBuilder;
 
 use crate::error::{Error, Result};
 use crate::model::Model;
@@ -78,9 +79,7 @@ pub fn load_model_with_format(
     let (model, format) = match weights {
         None => {
             let arch = arch.ok_or_else(|| Error::Input("give an architecture or a weights file".into()))?;
-            let net = arch.network(arch.default_num_classes())?;
-            let vm = VarMap::new();
-            (Model::load_unfolded(net, VarBuilder::from_varmap(&vm, DType::F32, device))?, None)
+            (random::random_model(arch.network(arch.default_num_classes())?, device)?, None)
         }
         Some(path) if is_darknet_weights(path) => {
             let Some(Arch::DarknetCfg(cfg)) = arch else {

@@ -16,6 +16,7 @@ mod client_stream;
 mod client_support;
 mod deadlines;
 mod default_model;
+mod docker_entrypoint;
 mod grpc_api;
 mod overload;
 mod parity;
