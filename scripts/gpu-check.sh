@@ -30,14 +30,17 @@ BATCHES=(1 8 32)
 TOLERANCE=1e-3
 
 # The dev profile, in the CI check's target dir (ignored; nothing of the check is invalidated): this
-# workspace builds every dependency, candle included, at opt-level 3 in dev too, so only
-# csp-models' own glue is less optimised than in release. Cold, candle's kernels compile again
+# workspace builds every dependency, candle included, at opt-level 3 in dev too, and the build
+# raises the workspace crates to 3 as well. Cold, candle's kernels compile again
 # (build and check are separate units): 33 minutes on a busy 2-core machine.
 build() {
   local cuda_env
   cuda_env=$(bash scripts/cuda-toolchain.sh --env)
   eval "$cuda_env"
   export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$repo/target/cuda-check}
+  # The workspace's own crates at opt-level 3 too (the server's preprocessing is in csp-models):
+  # dependencies already are, and their build units stay fresh, so candle's kernels do not rebuild.
+  export CARGO_PROFILE_DEV_OPT_LEVEL=3
   local args=(--locked --workspace --features cuda --bin csp-model --bin csp-server --bin csp-client)
   if [ ! -e "$CUDA_ROOT/lib/stubs/libcuda.so" ]; then
     # The stubs come from the symbols the compiled crates use, so the first build can only fail
