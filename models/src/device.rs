@@ -29,8 +29,9 @@ impl DeviceSpec {
 
 #[cfg(feature = "cuda")]
 fn open_cuda(ordinal: usize) -> Result<Device> {
-    Device::new_cuda(ordinal)
-        .map_err(|e| Error::Device(format!("opening cuda:{ordinal} (is there a GPU with that index and a driver?): {e}")))
+    Device::new_cuda(ordinal).map_err(|e| {
+        Error::Device(format!("opening cuda:{ordinal} (is there a GPU with that index and a driver?): {e}"))
+    })
 }
 
 #[cfg(not(feature = "cuda"))]

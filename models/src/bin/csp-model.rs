@@ -7,10 +7,10 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use clap::{Args, Parser, Subcommand};
 
+use csp_models::device::DeviceSpec;
 use csp_models::heads::{
     coco_labels, load_labels, postprocess, Detection, Letterbox, NmsKind, PostprocessConfig, YoloHead, COCO_CLASSES,
 };
-use csp_models::device::DeviceSpec;
 use csp_models::preprocess::{Preprocess, Resize};
 use csp_models::weights::{self, Arch};
 use csp_models::{backbones, draw, flops, Model};
