@@ -7,6 +7,10 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::heads::letterbox::{Letterbox, LETTERBOX_GREY};
 
+/// Centre crop resizes the whole image, then crops, as timm does; past this many times the
+/// input's pixels it crops first instead (only very elongated images, about 6:1 and beyond, get there).
+const MAX_RESIZE_OVERSHOOT: u64 = 8;
+
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum Resize {
@@ -59,8 +63,18 @@ impl Preprocess {
                 let short = (h.min(w) as f32 / crop_pct).floor();
                 let scale = short / iw.min(ih);
                 let (rw, rh) = (((iw * scale).round() as u32).max(w32), ((ih * scale).round() as u32).max(h32));
-                let resized = img.resize_exact(rw, rh, FilterType::Triangle);
-                (resized.crop_imm((rw - w32) / 2, (rh - h32) / 2, w32, h32).to_rgb8(), (0, 0))
+                if u64::from(rw) * u64::from(rh) > MAX_RESIZE_OVERSHOOT * u64::from(w32) * u64::from(h32) {
+                    // A very thin image (1x200000) would resize to far more pixels than the crop
+                    // keeps (gigabytes): cut the kept part out of the source first.
+                    let (cx, cy) = (w32 as f32 / scale, h32 as f32 / scale);
+                    let (sw, sh) =
+                        ((cx.round() as u32).clamp(1, img.width()), (cy.round() as u32).clamp(1, img.height()));
+                    let region = img.crop_imm((img.width() - sw) / 2, (img.height() - sh) / 2, sw, sh);
+                    (region.resize_exact(w32, h32, FilterType::Triangle).to_rgb8(), (0, 0))
+                } else {
+                    let resized = img.resize_exact(rw, rh, FilterType::Triangle);
+                    (resized.crop_imm((rw - w32) / 2, (rh - h32) / 2, w32, h32).to_rgb8(), (0, 0))
+                }
             }
             Resize::Letterbox => {
                 // Same geometry as `heads::Letterbox`, which maps the detections back.
@@ -86,5 +100,22 @@ impl Preprocess {
             }
         }
         Ok(Tensor::from_vec(data, (3, h, w), device)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thin_image_is_cropped_before_resizing() {
+        // Resized whole, 1x200000 would become 64x12800000 (2.4 GB of RGB) before the crop.
+        let colour = image::Rgb([200u8, 40, 30]);
+        let thin = DynamicImage::ImageRgb8(image::RgbImage::from_pixel(1, 200_000, colour));
+        let square = DynamicImage::ImageRgb8(image::RgbImage::from_pixel(64, 64, colour));
+        let p = Preprocess::DARKNET_CLASSIFIER;
+        let a = p.apply(&thin, (64, 64), &Device::Cpu).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let b = p.apply(&square, (64, 64), &Device::Cpu).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(a, b);
     }
 }

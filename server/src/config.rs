@@ -9,6 +9,7 @@ use clap::Parser;
 use serde::Deserialize;
 
 use crate::core::{BatchingConfig, DeviceSpec, Limits, ModelConfig};
+use crate::secret::Secret;
 
 #[derive(Parser, Debug, Clone)]
 #[command(
@@ -87,8 +88,25 @@ pub struct Args {
     pub request_timeout_ms: u64,
 
     /// Require `Authorization: Bearer KEY` (gRPC metadata `authorization`) on inference endpoints.
+    /// Compared in constant time; never printed (logs and `Debug` show `<redacted>`).
     #[arg(long, env = "CSP_API_KEY", hide_env_values = true)]
-    pub api_key: Option<String>,
+    pub api_key: Option<Secret>,
+
+    /// Origin allowed to call the REST API from a browser page (CORS), as SCHEME://HOST[:PORT]
+    /// (repeatable, or comma-separated in the variable; `*` allows any). Default none: no response
+    /// carries Access-Control-Allow-Origin, so other sites' pages cannot read it.
+    #[arg(long = "cors-allow-origin", env = "CSP_CORS_ALLOW_ORIGIN", value_delimiter = ',')]
+    pub cors_allow_origins: Vec<String>,
+
+    /// Most open connections on each transport (REST and gRPC each). A connection beyond it is
+    /// accepted and closed at once, before any request is read; open ones are not disturbed.
+    #[arg(long, env = "CSP_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+
+    /// Most concurrent HTTP/2 streams (gRPC calls, or HTTP/2 requests) per connection; a client
+    /// waits for a free stream beyond it.
+    #[arg(long, env = "CSP_MAX_CONCURRENT_STREAMS", default_value_t = 256)]
+    pub max_concurrent_streams: u32,
 
     /// Seconds to let queued and running work finish after SIGTERM/SIGINT.
     #[arg(long, env = "CSP_SHUTDOWN_GRACE", default_value_t = 30.0)]
@@ -134,8 +152,18 @@ pub struct Settings {
     pub grpc_addr: SocketAddr,
     pub threads: Option<usize>,
     pub decode_threads: usize,
-    pub api_key: Option<String>,
+    pub api_key: Option<Secret>,
     pub shutdown_grace: Duration,
+    /// Checked origins for CORS; empty: CORS closed.
+    pub cors_allow_origins: Vec<String>,
+    pub connections: ConnectionLimits,
+}
+
+/// Per-transport limits on what clients may hold open.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    pub max_connections: usize,
+    pub max_concurrent_streams: u32,
 }
 
 impl Args {
@@ -189,7 +217,24 @@ impl Args {
             decode_threads: self.decode_threads.unwrap_or((cores / 2).max(1)),
             api_key: self.api_key.clone().filter(|k| !k.is_empty()),
             shutdown_grace: Duration::from_secs_f64(self.shutdown_grace),
+            cors_allow_origins: self.cors_origins()?,
+            connections: ConnectionLimits {
+                max_connections: positive(self.max_connections, "--max-connections")?,
+                max_concurrent_streams: u32::try_from(positive(
+                    self.max_concurrent_streams as usize,
+                    "--max-concurrent-streams",
+                )?)?,
+            },
         })
+    }
+
+    fn cors_origins(&self) -> Result<Vec<String>> {
+        let origins: Vec<String> =
+            self.cors_allow_origins.iter().map(|o| o.trim().to_owned()).filter(|o| !o.is_empty()).collect();
+        for origin in &origins {
+            crate::http::cors::check_origin(origin)?;
+        }
+        Ok(origins)
     }
 }
 

@@ -5,6 +5,9 @@ pub mod config;
 pub mod core;
 pub mod grpc;
 pub mod http;
+pub mod net;
+pub mod request_id;
+pub mod secret;
 
 use std::time::Duration;
 
@@ -28,7 +31,9 @@ pub fn run(args: Args) -> Result<()> {
 
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).try_init();
+    // Colour codes only on a terminal: piped logs (files, collectors, tests) stay plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_ansi(ansi).try_init();
 }
 
 /// Resolves on SIGTERM or SIGINT.
@@ -75,13 +80,21 @@ pub async fn serve(settings: config::Settings, stop: impl std::future::Future<Ou
     let closed = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|c| *c).await;
     };
-    let router = http::router(infer.clone(), http::HttpOptions { api_key: settings.api_key.clone() });
-    let http_server = axum::serve(http_listener, router).with_graceful_shutdown(closed(close_rx.clone()));
+    let http_options = http::HttpOptions {
+        api_key: settings.api_key.clone(),
+        cors_allow_origins: settings.cors_allow_origins.clone(),
+    };
+    let router = http::router(infer.clone(), http_options);
+    let limits = settings.connections;
+    let http_incoming = net::accept(http_listener, limits.max_connections, "http");
+    let http_server = net::serve_http(http_incoming, router, limits.max_concurrent_streams, closed(close_rx.clone()));
     let routes = grpc::routes(infer.clone(), grpc::GrpcOptions { api_key: settings.api_key.clone() });
     let grpc_server = tonic::transport::Server::builder()
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .layer(request_id::RequestIdLayer(request_id::Transport::Grpc))
         .add_routes(routes)
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(grpc_listener), closed(close_rx));
-    let http_task = tokio::spawn(async move { http_server.await });
+        .serve_with_incoming_shutdown(net::accept(grpc_listener, limits.max_connections, "grpc"), closed(close_rx));
+    let http_task = tokio::spawn(http_server);
     let grpc_task = tokio::spawn(grpc_server);
     let names: Vec<String> = infer.models().into_iter().map(|m| m.name).collect();
     tracing::info!("ready: http://{http_addr} grpc://{grpc_addr} models: {}", names.join(", "));

@@ -3,11 +3,12 @@
 //!
 //! The binaries are found next to the test executable (`<target>/<profile>/csp-server` and
 //! `csp-model`), or at `CSP_SERVER_BIN` / `CSP_MODEL_BIN`. `cargo test --workspace` builds
-//! them; `cargo test -p csp-e2e` alone needs `cargo build -p csp-server -p csp-models --bins`
-//! first.
+//! them; `cargo test -p csp-e2e` alone needs `cargo build -p csp-server -p csp-models --bins
+//! --features csp-server/fault-injection` first (the backend fault test needs the feature's hooks).
 
 pub mod fixtures;
 pub mod images;
+pub mod load;
 pub mod metrics;
 pub mod rest;
 pub mod server;

@@ -94,7 +94,12 @@ fn record_len(spec: &ConvSpec) -> (usize, usize) {
 /// Reads `path` for the convolutions of `net`, naming tensors by each conv's `name`.
 pub fn read_weights(path: &Path, net: &Network, device: &Device) -> Result<DarknetWeights> {
     let bytes = std::fs::read(path).map_err(|e| Error::weights(path, format!("cannot read: {e}")))?;
-    let mut r = Reader { bytes: &bytes, pos: 0, path };
+    read_weights_bytes(&bytes, path, net, device)
+}
+
+/// [`read_weights`] on the file's bytes; `path` only labels errors.
+pub fn read_weights_bytes(bytes: &[u8], path: &Path, net: &Network, device: &Device) -> Result<DarknetWeights> {
+    let mut r = Reader { bytes, pos: 0, path };
     let major = r.i32("major version")?;
     let minor = r.i32("minor version")?;
     let revision = r.i32("revision")?;

@@ -33,7 +33,11 @@ pub fn save(model: &Model, path: &Path) -> Result<()> {
 /// The network stored in a safetensors header, when the file is one of ours. `Ok(None)` for
 /// a safetensors file without our metadata (a timm checkpoint, say).
 pub fn read_network(path: &Path) -> Result<Option<Network>> {
-    let metadata = read_metadata(path)?;
+    network_from_metadata(&read_metadata(path)?, path)
+}
+
+/// The network in already-read safetensors metadata; `path` only labels errors.
+pub fn network_from_metadata(metadata: &HashMap<String, String>, path: &Path) -> Result<Option<Network>> {
     match metadata.get("format").map(String::as_str) {
         Some(FORMAT) => {}
         _ => return Ok(None),
@@ -54,16 +58,36 @@ pub fn read_metadata(path: &Path) -> Result<HashMap<String, String>> {
     let mut len = [0u8; 8];
     f.read_exact(&mut len)
         .map_err(|_| Error::weights(path, "not a safetensors file: shorter than its 8-byte header length"))?;
-    let n = u64::from_le_bytes(len);
+    let n = header_len(len, size, path)?;
+    let mut header = vec![0u8; n];
+    f.read_exact(&mut header)?;
+    parse_metadata(&header, path)
+}
+
+/// [`read_metadata`] on a whole file's bytes; `path` only labels errors.
+pub fn metadata_from_bytes(bytes: &[u8], path: &Path) -> Result<HashMap<String, String>> {
+    let Some((len, rest)) = bytes.split_first_chunk::<8>() else {
+        return Err(Error::weights(path, "not a safetensors file: shorter than its 8-byte header length"));
+    };
+    let n = header_len(*len, bytes.len() as u64, path)?;
+    parse_metadata(&rest[..n], path)
+}
+
+/// The header's length from its 8-byte little-endian prefix, checked to fit a `size`-byte file.
+fn header_len(prefix: [u8; 8], size: u64, path: &Path) -> Result<usize> {
+    let n = u64::from_le_bytes(prefix);
     if n > 100 << 20 || n + 8 > size {
         return Err(Error::weights(
             path,
             format!("not a safetensors file: header length {n} does not fit a {size}-byte file"),
         ));
     }
-    let mut header = vec![0u8; n as usize];
-    f.read_exact(&mut header)?;
-    let header: serde_json::Value = serde_json::from_slice(&header)
+    Ok(n as usize)
+}
+
+/// The string values of the JSON header's `__metadata__`.
+fn parse_metadata(header: &[u8], path: &Path) -> Result<HashMap<String, String>> {
+    let header: serde_json::Value = serde_json::from_slice(header)
         .map_err(|e| Error::weights(path, format!("not a safetensors file: bad header ({e})")))?;
     let mut out = HashMap::new();
     if let Some(meta) = header.get("__metadata__").and_then(|m| m.as_object()) {

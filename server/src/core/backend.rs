@@ -1,6 +1,7 @@
 //! Model backends: each instance is an OS thread that takes batches from its model's queue and
 //! runs the forward pass (candle compute blocks; it never runs on the async runtime).
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -71,6 +72,8 @@ pub(crate) struct Instance {
 impl Instance {
     /// The thread body: ask for a batch, run it, answer every entry; stop when the queue is gone.
     pub fn run(self) {
+        #[cfg(feature = "fault-injection")]
+        super::fault::armed();
         loop {
             let (tx, rx) = oneshot::channel();
             if self.queue.send(Command::NextBatch { max: self.max_batch, reply: tx }).is_err() {
@@ -87,8 +90,10 @@ impl Instance {
     fn run_batch(&self, batch: Vec<Entry>) {
         let start = Instant::now();
         let n = batch.len();
-        let result = Tensor::stack(&batch.iter().map(|e| e.input.clone()).collect::<Vec<_>>(), 0)
-            .and_then(|x| self.loaded.forward(&x));
+        // A panic in the forward pass (a bug in a kernel or a layer) must fail this batch only: the
+        // thread lives on to serve the next one, instead of leaving the model without a backend.
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| self.forward_batch(&batch)))
+            .unwrap_or_else(|panic| Err(candle_core::Error::Msg(format!("panicked: {}", panic_message(panic.as_ref())))));
         let inference = start.elapsed();
         self.metrics.inference_seconds.with_label_values(&[&self.model_name]).observe(inference.as_secs_f64());
         self.metrics.batch_size.with_label_values(&[&self.model_name]).observe(n as f64);
@@ -115,4 +120,20 @@ impl Instance {
             }
         }
     }
+
+    fn forward_batch(&self, batch: &[Entry]) -> candle_core::Result<Vec<Tensor>> {
+        #[cfg(feature = "fault-injection")]
+        super::fault::check(&batch.iter().map(|e| &e.input).collect::<Vec<_>>())?;
+        let x = Tensor::stack(&batch.iter().map(|e| e.input.clone()).collect::<Vec<_>>(), 0)?;
+        self.loaded.forward(&x)
+    }
+}
+
+/// The text a panic was raised with (`panic!` gives a `&str` or a `String`).
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
 }

@@ -44,7 +44,7 @@ impl Infer {
         Ok(self.inner.get(name)?.info.clone())
     }
 
-    /// Classify encoded images (PNG, JPEG, BMP, WebP). Fails with InvalidInput on a detector.
+    /// Classify encoded images (PNG, JPEG, GIF, BMP, WebP). Fails with InvalidInput on a detector.
     pub async fn classify(
         &self,
         model: &str,

@@ -3,6 +3,8 @@
 
 mod backend;
 mod decode;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
 mod infer;
 mod metrics;
 mod postprocess;
@@ -18,6 +20,26 @@ pub use shared::{start, Core};
 pub use types::*;
 
 pub(crate) use shared::Shared;
+
+/// Decodes and preprocesses one encoded image exactly as a request's image is (header checks,
+/// EXIF orientation, flattening to RGB, the model's resize); returns the image's upright size.
+/// Public for the fuzz targets (`fuzz/`).
+pub fn prepare_image(
+    bytes: &[u8],
+    max_pixels: u64,
+    preprocess: &csp_models::preprocess::Preprocess,
+    input_size: (usize, usize),
+) -> Result<(u32, u32), InferError> {
+    let prepared = decode::prepare(0, bytes, max_pixels, preprocess, input_size)?;
+    Ok((prepared.width, prepared.height))
+}
+
+/// A request body that sends nothing for this long is abandoned with 408: a stalled upload must
+/// not hold its connection (and its `--max-connections` slot) forever.
+pub const BODY_STALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest a whole request body may take to arrive (a trickle of a byte at a time, under the
+/// stall timeout, still ends here).
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Request limits, all configurable. Transports check body size and image count at the door;
 /// the core checks image headers before decoding.

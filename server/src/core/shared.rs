@@ -438,6 +438,13 @@ impl Shared {
                 self.limits.max_images_per_request
             )));
         }
+        // NaN or Inf would flow through every layer and come back as null scores.
+        if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+            return Err(InferError::InvalidInput(format!(
+                "input tensor element {i} is {}: every value must be a finite number",
+                data[i]
+            )));
+        }
         let deadline = self.deadline(&opts);
         let _in_flight = InFlight::new(self, model);
         let permits = self.admit(m, n)?;

@@ -6,6 +6,7 @@
 //! for tests and tools.
 
 mod csp;
+pub mod fuzz;
 mod health;
 mod kserve;
 mod params;
@@ -18,6 +19,7 @@ pub mod tensor;
 use tonic::service::Routes;
 
 use crate::core::Infer;
+use crate::secret::Secret;
 
 pub use kserve::{EXTENSIONS, PLATFORM, SERVER_NAME};
 pub(crate) use params::IGNORED as IGNORED_PARAMETERS;
@@ -49,7 +51,7 @@ pub const SERVICE_NAMES: [&str; 2] = ["inference.GRPCInferenceService", "cspserv
 pub struct GrpcOptions {
     /// When set, inference RPCs need `authorization: Bearer <key>` metadata (UNAUTHENTICATED
     /// otherwise); health, metadata and model descriptions stay open.
-    pub api_key: Option<String>,
+    pub api_key: Option<Secret>,
 }
 
 /// Every gRPC service, ready for `tonic::transport::Server::builder().add_routes(..)`.
@@ -57,7 +59,7 @@ pub struct GrpcOptions {
 /// Must be called inside a tokio runtime: it starts the task that keeps the health service in
 /// step with [`Infer::watch_health`].
 pub fn routes(infer: Infer, opts: GrpcOptions) -> Routes {
-    let api_key = status::ApiKey::new(opts.api_key);
+    let api_key = status::ApiKey::new(opts.api_key.map(|k| k.expose().to_owned()));
     let limit = infer.limits().max_body_bytes;
 
     let kserve = pb::inference::grpc_inference_service_server::GrpcInferenceServiceServer::new(kserve::KServe {

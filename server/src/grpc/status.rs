@@ -34,8 +34,15 @@ pub fn to_status(err: &InferError) -> Status {
 }
 
 /// Checks `authorization: Bearer <key>` when the server has an API key.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct ApiKey(Option<std::sync::Arc<str>>);
+
+/// Says whether a key is set, never which.
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "ApiKey(<redacted>)" } else { "ApiKey(none)" })
+    }
+}
 
 impl ApiKey {
     pub fn new(key: Option<String>) -> Self {

@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use super::error::{ApiError, ApiResult};
 use super::params::{Params, Raw};
-use crate::core::Task;
+use crate::core::{Task, BODY_READ_TIMEOUT, BODY_STALL_TIMEOUT};
 
 /// Reads the whole body, refusing more than `limit` bytes with 413 (from Content-Length when the
 /// client announces it, else while streaming) and an empty body with 400.
@@ -29,7 +29,10 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> ApiResu
     let mut first: Option<Bytes> = None;
     let mut joined: Option<BytesMut> = None;
     let mut total = 0usize;
-    while let Some(chunk) = stream.next().await {
+    let give_up = tokio::time::Instant::now() + BODY_READ_TIMEOUT;
+    loop {
+        let next = tokio::time::timeout_at(give_up.min(tokio::time::Instant::now() + BODY_STALL_TIMEOUT), stream.next());
+        let Some(chunk) = next.await.map_err(|_| body_timeout(total))? else { break };
         let chunk = chunk.map_err(|e| ApiError::invalid(format!("could not read the request body: {e}")))?;
         total += chunk.len();
         if total > limit {
@@ -52,6 +55,14 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> ApiResu
         return Err(ApiError::invalid("empty request body"));
     }
     Ok(bytes)
+}
+
+fn body_timeout(received: usize) -> ApiError {
+    ApiError::body_timeout(format!(
+        "the request body did not arrive in time ({received} bytes received; at most {} s without data, {} s in all)",
+        BODY_STALL_TIMEOUT.as_secs(),
+        BODY_READ_TIMEOUT.as_secs()
+    ))
 }
 
 fn body_too_large(limit: usize) -> ApiError {

@@ -33,6 +33,11 @@ impl From<InferError> for ApiError {
 }
 
 impl ApiError {
+    /// 408: the client did not send its request body in time.
+    pub fn body_timeout(message: impl Into<String>) -> Self {
+        ApiError { status: StatusCode::REQUEST_TIMEOUT, kind: "request_timeout", message: message.into() }
+    }
+
     /// 400: malformed request or parameter.
     pub fn invalid(message: impl Into<String>) -> Self {
         InferError::InvalidInput(message.into()).into()

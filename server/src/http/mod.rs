@@ -6,8 +6,10 @@
 
 mod auth;
 mod body;
+pub mod cors;
 mod docs;
 mod error;
+pub mod fuzz;
 mod page;
 mod params;
 mod triton;
@@ -24,12 +26,16 @@ use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::Router;
 
 use crate::core::Infer;
+use crate::request_id::{RequestIdLayer, Transport};
+use crate::secret::Secret;
 pub use error::ApiError;
 
 #[derive(Clone, Debug, Default)]
 pub struct HttpOptions {
     /// When set (and not empty), inference endpoints need `Authorization: Bearer <key>`.
-    pub api_key: Option<String>,
+    pub api_key: Option<Secret>,
+    /// Origins whose pages may read responses (CORS); empty: no CORS headers at all.
+    pub cors_allow_origins: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -39,7 +45,7 @@ pub(crate) struct AppState {
 
 /// The whole HTTP API for one server.
 pub fn router(infer: Infer, opts: HttpOptions) -> Router {
-    let key: Option<Arc<str>> = opts.api_key.filter(|k| !k.is_empty()).map(Arc::from);
+    let key: Option<Arc<str>> = opts.api_key.filter(|k| !k.is_empty()).map(|k| Arc::from(k.expose()));
     let mut app = Router::new();
     for route in routes() {
         let handler = match (&key, route.needs_key) {
@@ -48,11 +54,17 @@ pub fn router(infer: Infer, opts: HttpOptions) -> Router {
         };
         app = app.route(route.path, handler);
     }
-    app.fallback(no_route)
+    let mut app = app
+        .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         // Bodies are read by `body::read_body` under `Limits::max_body_bytes`, with JSON errors.
         .layer(DefaultBodyLimit::disable())
-        .with_state(AppState { infer })
+        .with_state(AppState { infer });
+    if let Some(cors) = cors::layer(&opts.cors_allow_origins) {
+        app = app.layer(cors);
+    }
+    // Outermost, so every response (404s and CORS preflights too) carries an id.
+    app.layer(RequestIdLayer(Transport::Http))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

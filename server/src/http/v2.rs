@@ -86,7 +86,7 @@ const TASK_KEYS: &[&str] = &["top_k", "score_threshold", "iou_threshold", "max_d
 
 /// Request `parameters`: `timeout` (microseconds, as Triton) and, for `image` inputs, the
 /// friendly task parameters. Triton's own keys (`binary_data_output`, `priority`, ...) pass; others are refused.
-fn request_params(
+pub(crate) fn request_params(
     parameters: Option<&Map<String, Value>>,
     task: Option<Task>,
 ) -> ApiResult<(Option<Params>, RequestOptions)> {

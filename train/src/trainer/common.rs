@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
-use csp_models::device::DeviceSpec;
 use clap::{Args, ValueEnum};
+use csp_models::device::DeviceSpec;
 use serde::Serialize;
 
 use crate::optim::SgdConfig;

@@ -1,0 +1,8 @@
+#![no_main]
+
+// Same function as the `grpc` smoke test (fuzz/tests/fuzz_smoke.rs), under libFuzzer.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    if let Some(target) = csp_fuzz::target("grpc") {
+        (target.run)(data);
+    }
+});
