@@ -92,8 +92,10 @@ impl Instance {
         let n = batch.len();
         // A panic in the forward pass (a bug in a kernel or a layer) must fail this batch only: the
         // thread lives on to serve the next one, instead of leaving the model without a backend.
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| self.forward_batch(&batch)))
-            .unwrap_or_else(|panic| Err(candle_core::Error::Msg(format!("panicked: {}", panic_message(panic.as_ref())))));
+        let result =
+            std::panic::catch_unwind(AssertUnwindSafe(|| self.forward_batch(&batch))).unwrap_or_else(|panic| {
+                Err(candle_core::Error::Msg(format!("panicked: {}", panic_message(panic.as_ref()))))
+            });
         let inference = start.elapsed();
         self.metrics.inference_seconds.with_label_values(&[&self.model_name]).observe(inference.as_secs_f64());
         self.metrics.batch_size.with_label_values(&[&self.model_name]).observe(n as f64);

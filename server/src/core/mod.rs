@@ -37,6 +37,9 @@ pub fn prepare_image(
 /// A request body that sends nothing for this long is abandoned with 408: a stalled upload must
 /// not hold its connection (and its `--max-connections` slot) forever.
 pub const BODY_STALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// A client that has not sent a whole request head within this long loses its connection: a
+/// slow-headers client must not hold a `--max-connections` slot forever either.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest a whole request body may take to arrive (a trickle of a byte at a time, under the
 /// stall timeout, still ends here).
 pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(120);

@@ -31,7 +31,8 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> ApiResu
     let mut total = 0usize;
     let give_up = tokio::time::Instant::now() + BODY_READ_TIMEOUT;
     loop {
-        let next = tokio::time::timeout_at(give_up.min(tokio::time::Instant::now() + BODY_STALL_TIMEOUT), stream.next());
+        let next =
+            tokio::time::timeout_at(give_up.min(tokio::time::Instant::now() + BODY_STALL_TIMEOUT), stream.next());
         let Some(chunk) = next.await.map_err(|_| body_timeout(total))? else { break };
         let chunk = chunk.map_err(|e| ApiError::invalid(format!("could not read the request body: {e}")))?;
         total += chunk.len();

@@ -1,12 +1,12 @@
 //! The REST transport's connection loop (what `axum::serve` does, plus the HTTP/2 stream limit
-//! and connections from [`super::accept`], TLS or not).
+//! and connections from [`super::accept`], and a header-read timeout for slow clients).
 
 use std::future::Future;
 use std::pin::pin;
 
 use axum::Router;
 use futures::StreamExt;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
 use tokio::sync::watch;
@@ -42,6 +42,7 @@ pub async fn serve_http(
         let mut stop_rx = stop_rx.clone();
         tokio::spawn(async move {
             let mut builder = Builder::new(TokioExecutor::new());
+            builder.http1().timer(TokioTimer::new()).header_read_timeout(crate::core::HEADER_READ_TIMEOUT);
             builder.http2().max_concurrent_streams(max_concurrent_streams);
             let mut connection = pin!(builder.serve_connection_with_upgrades(TokioIo::new(conn), service));
             let mut stopping = false;

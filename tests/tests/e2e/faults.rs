@@ -329,6 +329,34 @@ async fn stalled_uploads_time_out_and_hold_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_request_heads_lose_their_connection() {
+    const STALLED: usize = 8;
+    let server = ServerBuilder::new().config(&fixtures().standard_config).start();
+    let http = client();
+    let started = Instant::now();
+    let stalled: Vec<TcpStream> = (0..STALLED)
+        .map(|_| {
+            let mut stream = TcpStream::connect(server.http).unwrap();
+            stream.set_read_timeout(Some(Duration::from_secs(40))).unwrap();
+            // Half a request head, then nothing.
+            stream.write_all(b"POST /v1/models/cls/classify HTTP/1.1\r\ncontent-type: ima").unwrap();
+            stream
+        })
+        .collect();
+    let during = classify_latencies(&http, &server, 5).await;
+    let readers: Vec<_> =
+        stalled.into_iter().map(|s| std::thread::spawn(move || (read_to_close(s), Instant::now()))).collect();
+    let limit = csp_server::core::HEADER_READ_TIMEOUT + Duration::from_secs(10);
+    for reader in readers {
+        let (_, ended) = tokio::task::spawn_blocking(move || reader.join().unwrap()).await.unwrap();
+        let took = ended - started;
+        assert!(took <= limit, "a stalled request head held its connection {took:?}");
+    }
+    println!("stalled heads: {STALLED} connections closed within {:?}; other requests {during:?}", started.elapsed());
+    rest::assert_healthy(&http, &server, "cls").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_that_never_read_hold_no_memory_or_workers() {
     const READERS: usize = 8;
     let server = ServerBuilder::new().config(&fixtures().standard_config).start();
