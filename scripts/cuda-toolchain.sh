@@ -10,7 +10,8 @@
 #
 # Installs into $CSP_CUDA_DIR (default: .cuda/ in the repo, git-ignored); a second run finds the
 # pinned set there and installs nothing. Exports CUDA_ROOT, CUDA_PATH, CUDA_HOME (the wheels'
-# nvidia/cu13 folder), PATH with its bin, and CUDA_COMPUTE_CAP (default 90, the H100/H200).
+# nvidia/cu13 folder), PATH with its bin, CUDA_COMPUTE_CAP (default 90, the H100/H200) and
+# CUDAFORGE_THREADS (default: every core) for candle's kernel build.
 #
 # --link: a binary built with `cuda` links against libcuda (only a GPU machine's driver has it),
 # cuBLAS, cuBLASLt, cuRAND and NVRTC. This writes stub libraries with the right sonames into
@@ -66,13 +67,16 @@ _csp_cuda_main() {
   fi
 
   local cap=${CUDA_COMPUTE_CAP:-90}
+  # candle's kernel build (cudaforge) runs nvcc on half the cores unless told otherwise; its GGUF/MoE
+  # library is a dozen minute-long nvcc runs, so use them all.
+  local jobs=${CUDAFORGE_THREADS:-$(nproc 2>/dev/null || echo 2)}
   local path=$root/bin:$PATH
   case ":$PATH:" in *":$root/bin:"*) path=$PATH ;; esac
   if [ "$mode" = env ]; then
-    printf 'export CUDA_ROOT=%q CUDA_PATH=%q CUDA_HOME=%q CUDA_COMPUTE_CAP=%q PATH=%q\n' \
-      "$root" "$root" "$root" "$cap" "$path"
+    printf 'export CUDA_ROOT=%q CUDA_PATH=%q CUDA_HOME=%q CUDA_COMPUTE_CAP=%q CUDAFORGE_THREADS=%q PATH=%q\n' \
+      "$root" "$root" "$root" "$cap" "$jobs" "$path"
   else
-    export CUDA_ROOT=$root CUDA_PATH=$root CUDA_HOME=$root CUDA_COMPUTE_CAP=$cap PATH=$path
+    export CUDA_ROOT=$root CUDA_PATH=$root CUDA_HOME=$root CUDA_COMPUTE_CAP=$cap CUDAFORGE_THREADS=$jobs PATH=$path
     echo "cuda-toolchain: CUDA_ROOT=CUDA_PATH=CUDA_HOME=$root CUDA_COMPUTE_CAP=$cap, $root/bin on PATH" >&2
   fi
 }

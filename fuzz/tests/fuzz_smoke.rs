@@ -1,7 +1,8 @@
 //! The CI fuzz run: for every target, replay the seed corpus (each seed must be accepted) and
-//! every committed crash regression, then run blind mutations of them for `CSP_FUZZ_SECONDS`
-//! (default 3) seconds. No input may panic; a panicking one is saved under
-//! `<target dir>/fuzz-crashes/<target>/` and fails the test with its path.
+//! every committed crash regression, then run `CSP_FUZZ_INPUTS` (default 20000) blind mutations of
+//! them, the same inputs on every machine so CI is reproducible; `CSP_FUZZ_SECONDS` runs for a time
+//! instead. No input may panic; a panicking one is saved under `<target dir>/fuzz-crashes/<target>/`
+//! and fails the test with its path.
 //!
 //! This is a smoke run, not coverage-guided fuzzing: it catches shallow crashes near the seeds.
 //! The coverage-guided run is `scripts/fuzz.sh` (libFuzzer, nightly).
@@ -13,7 +14,22 @@ use std::time::{Duration, Instant};
 use csp_fuzz::mutate::Mutator;
 use csp_fuzz::{target, Target, TARGETS};
 
-const DEFAULT_SECONDS: f64 = 3.0;
+const DEFAULT_INPUTS: u64 = 20_000;
+
+/// How long each target's mutation loop runs.
+enum Budget {
+    Inputs(u64),
+    Time(Duration),
+}
+
+impl Budget {
+    fn more(&self, runs: u64, started: Instant) -> bool {
+        match self {
+            Budget::Inputs(n) => runs < *n,
+            Budget::Time(t) => started.elapsed() < *t,
+        }
+    }
+}
 
 fn fuzz_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -30,12 +46,17 @@ fn files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
         .collect()
 }
 
-fn budget() -> Duration {
-    let seconds = match std::env::var("CSP_FUZZ_SECONDS") {
-        Ok(v) => v.trim().parse::<f64>().unwrap_or_else(|_| panic!("CSP_FUZZ_SECONDS must be seconds, got `{v}`")),
-        Err(_) => DEFAULT_SECONDS,
-    };
-    Duration::from_secs_f64(seconds.max(0.0))
+fn budget() -> Budget {
+    if let Ok(v) = std::env::var("CSP_FUZZ_SECONDS") {
+        let s = v.trim().parse::<f64>().unwrap_or_else(|_| panic!("CSP_FUZZ_SECONDS must be seconds, got `{v}`"));
+        return Budget::Time(Duration::from_secs_f64(s.max(0.0)));
+    }
+    match std::env::var("CSP_FUZZ_INPUTS") {
+        Ok(v) => {
+            Budget::Inputs(v.trim().parse().unwrap_or_else(|_| panic!("CSP_FUZZ_INPUTS must be a count, got `{v}`")))
+        }
+        Err(_) => Budget::Inputs(DEFAULT_INPUTS),
+    }
 }
 
 /// Where a panicking input goes: the cargo target dir, as CI keeps it.
@@ -90,13 +111,13 @@ fn smoke(name: &str) {
     }
 
     let corpus: Vec<Vec<u8>> = seeds.into_iter().chain(regressions).map(|(_, b)| b).collect();
-    // A fixed seed per target: the same budget on the same machine replays the same inputs.
+    // A fixed seed per target: the same input budget replays the same inputs anywhere.
     let seed = name.bytes().fold(0x5eed_u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
     let mut mutator = Mutator::new(seed, &corpus, target.dictionary);
     let budget = budget();
     let start = Instant::now();
     let (mut runs, mut accepted, mut slowest) = (0u64, 0u64, Duration::ZERO);
-    while start.elapsed() < budget {
+    while budget.more(runs, start) {
         let input = mutator.next_input();
         let t = Instant::now();
         accepted += u64::from(run_one(target, &input, &format!("mutated input #{runs} (seed {seed:#x})")));

@@ -16,7 +16,7 @@
 
 use serde::Serialize;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::network::{Network, Op, Shape};
 
 /// Origin prefix of the layers that build a detector's feature pyramid.
@@ -64,7 +64,10 @@ pub fn summarize(net: &Network, h: usize, w: usize) -> Result<Summary> {
                 let weights = c.out_channels * (c.in_channels / c.groups) * c.kernel * c.kernel;
                 // With batch norm: scale + shift; without: the conv's own bias.
                 let extra = if c.batch_norm { 2 * c.out_channels } else { c.out_channels };
-                let flops = 2 * weights as u64 * (out.h * out.w) as u64;
+                // Shapes bound each knob, but a huge layer can still overflow its product.
+                let flops = (2 * weights as u64)
+                    .checked_mul((out.h * out.w) as u64)
+                    .ok_or_else(|| Error::graph(format!("layer {i} ({}): FLOPs overflow", c.name)))?;
                 (c.name.clone(), weights + extra, weights, flops, (inp.elems() + out.elems()) as u64)
             }
             Op::Linear(l) => {

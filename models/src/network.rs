@@ -10,6 +10,13 @@ use crate::error::{Error, Result};
 use crate::layers::{max_pool_out, Activation, ConvSpec};
 use crate::preprocess::Preprocess;
 
+/// Largest kernel, stride, padding or pooling window a network may have.
+pub const MAX_WINDOW: usize = 1024;
+/// Most channels of any layer or input.
+pub const MAX_CHANNELS: usize = 1 << 20;
+/// Largest input side.
+pub const MAX_SIDE: usize = 1 << 16;
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LinearSpec {
     /// Key prefix: `<name>.weight` [out, in], `<name>.bias` [out].
@@ -167,6 +174,12 @@ impl Network {
     /// Output shapes of every layer for an input of `h` x `w`, checking that the graph is
     /// consistent (channel counts, references to earlier layers only, equal spatial sizes).
     pub fn shapes(&self, h: usize, w: usize) -> Result<Vec<Shape>> {
+        if h > MAX_SIDE || w > MAX_SIDE || self.input_channels > MAX_CHANNELS {
+            return Err(Error::graph(format!(
+                "input {}x{h}x{w} out of range (sides at most {MAX_SIDE}, channels {MAX_CHANNELS})",
+                self.input_channels
+            )));
+        }
         let mut out: Vec<Shape> = Vec::with_capacity(self.layers.len());
         let input = Shape { c: self.input_channels, h, w };
         for (i, layer) in self.layers.iter().enumerate() {
@@ -179,6 +192,18 @@ impl Network {
             }
             let s = match &layer.op {
                 Op::Conv(c) => {
+                    // Bounds that keep every size and cost below u64 (found by fuzzing a cfg with
+                    // size=42949672961).
+                    if [c.kernel, c.stride, c.padding].iter().any(|&k| k > MAX_WINDOW)
+                        || c.in_channels > MAX_CHANNELS
+                        || c.out_channels > MAX_CHANNELS
+                    {
+                        return Err(err(format!(
+                            "kernel {}, stride {}, padding {} or channels {} -> {} out of range (at most {MAX_WINDOW} \
+                             and {MAX_CHANNELS})",
+                            c.kernel, c.stride, c.padding, c.in_channels, c.out_channels
+                        )));
+                    }
                     if prev.c != c.in_channels {
                         return Err(err(format!("expects {} input channels, gets {}", c.in_channels, prev.c)));
                     }
@@ -200,6 +225,9 @@ impl Network {
                 Op::MaxPool { size, stride, padding } => {
                     if *stride == 0 || *size == 0 {
                         return Err(err("size and stride must be positive".into()));
+                    }
+                    if [*size, *stride, *padding].iter().any(|&k| k > MAX_WINDOW) {
+                        return Err(err(format!("size, stride or padding above {MAX_WINDOW}")));
                     }
                     let h = max_pool_out(prev.h, *size, *stride, *padding);
                     let w = max_pool_out(prev.w, *size, *stride, *padding);
