@@ -247,7 +247,7 @@ mod tests {
     use serde_json::json;
 
     fn block<F: std::future::Future>(f: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+        tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(f)
     }
 
     fn headers(content_type: Option<&str>) -> HeaderMap {
