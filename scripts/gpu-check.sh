@@ -29,15 +29,15 @@ MODELS=("cspresnext50 224" "cspdarknet53 256" "cspresnext50_panet_spp 512")
 BATCHES=(1 8 32)
 TOLERANCE=1e-3
 
-# The dev profile, in the CI check's target dir (ignored; nothing of the check is invalidated): this
-# workspace builds every dependency, candle included, at opt-level 3 in dev too, and the build
-# raises the workspace crates to 3 as well. Cold, candle's kernels compile again
-# (build and check are separate units): 33 minutes on a busy 2-core machine.
+# The dev profile, in a target dir of its own (ignored): this workspace builds every dependency,
+# candle included, at opt-level 3 in dev too, and the build raises the workspace crates to 3 as well.
+# Not the CI check's dir: that one compiles candle's kernels unoptimised (scripts/nvcc-compile-check).
+# Cold, candle's kernels compile with full optimisation: 33 minutes on a busy 2-core machine.
 build() {
   local cuda_env
   cuda_env=$(bash scripts/cuda-toolchain.sh --env)
   eval "$cuda_env"
-  export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$repo/target/cuda-check}
+  export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$repo/target/cuda-build}
   # The workspace's own crates at opt-level 3 too (the server's preprocessing is in csp-models):
   # dependencies already are, and their build units stay fresh, so candle's kernels do not rebuild.
   export CARGO_PROFILE_DEV_OPT_LEVEL=3
