@@ -12,6 +12,7 @@ use tonic::Request;
 use crate::pb::cspserve::v1 as csp;
 use crate::pb::inference as kserve;
 use crate::target::{Health, ModelSummary};
+use crate::tls::TlsMaterial;
 use crate::types::{Class, ImageResult, InferResponse, Params, Task, Timed, Timing};
 use crate::ClientError;
 
@@ -28,13 +29,23 @@ pub struct GrpcClient {
 
 impl GrpcClient {
     /// Connects lazily: a server that is not there shows up as a connect error on the first call.
-    pub fn new(url: &str, api_key: Option<String>, timeout: Duration) -> Result<Self, ClientError> {
+    pub(crate) fn new(
+        url: &str,
+        api_key: Option<String>,
+        timeout: Duration,
+        tls: &TlsMaterial,
+    ) -> Result<Self, ClientError> {
         let url = crate::rest::normalize_base(url)?;
-        let channel = Endpoint::from_shared(url.clone())
+        let mut endpoint = Endpoint::from_shared(url.clone())
             .map_err(|e| ClientError::Input(format!("bad gRPC URL `{url}`: {e}")))?
             .connect_timeout(timeout.min(Duration::from_secs(10)))
-            .tcp_nodelay(true)
-            .connect_lazy();
+            .tcp_nodelay(true);
+        if url.starts_with("https://") {
+            endpoint = endpoint
+                .tls_config(tls.grpc())
+                .map_err(|e| ClientError::Input(format!("gRPC TLS settings for `{url}`: {e}")))?;
+        }
+        let channel = endpoint.connect_lazy();
         Ok(GrpcClient { url, channel, api_key, timeout })
     }
 

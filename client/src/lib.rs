@@ -15,10 +15,12 @@ pub mod report;
 pub mod rest;
 pub mod stream;
 pub mod target;
+pub mod tls;
 pub mod types;
 
 pub use error::{ClientError, ErrorKind};
 pub use target::{Connection, Protocol, Target};
+pub use tls::TlsOptions;
 pub use types::{Class, ImageResult, InferResponse, Params, Task, Timing};
 
 /// Generated gRPC clients and messages (`proto/`): client side only.

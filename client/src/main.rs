@@ -10,17 +10,27 @@ use csp_client::app::{self, BenchOutput, InferArgs, StreamArgs};
 use csp_client::bench::{Arrivals, BenchConfig, Load, Stop, Workload};
 use csp_client::cli::{parse_duration, parse_list, List};
 use csp_client::images::{self, ImageFile};
-use csp_client::{ClientError, Connection, Params, Protocol, Task};
+use csp_client::{ClientError, Connection, Params, Protocol, Task, TlsOptions};
 
 #[derive(Parser, Debug)]
 #[command(name = "csp-client", version, about = "Client for csp-server: classify, detect, stream, load-test")]
 struct Cli {
-    /// The server's HTTP address.
+    /// The server's HTTP address (https://... for a server started with --tls-cert).
     #[arg(long, global = true, env = "CSP_URL", default_value = "http://127.0.0.1:8000")]
     url: String,
     /// The server's gRPC address.
     #[arg(long, global = true, env = "CSP_GRPC_URL", default_value = "http://127.0.0.1:8001")]
     grpc_url: String,
+    /// For https:// addresses: also trust this PEM CA certificate (or self-signed server
+    /// certificate), beside the system's roots.
+    #[arg(long, global = true, env = "CSP_CA_CERT")]
+    ca_cert: Option<PathBuf>,
+    /// For servers that require client certificates (mutual TLS): PEM certificate chain...
+    #[arg(long, global = true, env = "CSP_CLIENT_CERT", requires = "client_key")]
+    client_cert: Option<PathBuf>,
+    /// ...and its PEM private key.
+    #[arg(long, global = true, env = "CSP_CLIENT_KEY", requires = "client_cert")]
+    client_key: Option<PathBuf>,
     /// Use gRPC (unary calls) instead of REST.
     #[arg(long, global = true)]
     grpc: bool,
@@ -279,7 +289,12 @@ async fn resolve_task(conn: &Connection, grpc: bool, given: Option<TaskArg>, mod
 }
 
 async fn run(cli: &Cli) -> Result<usize, ClientError> {
-    let conn = Connection::new(&cli.url, &cli.grpc_url, cli.api_key.clone(), cli.timeout, cli.multipart)?;
+    let tls = TlsOptions {
+        ca_cert: cli.ca_cert.clone(),
+        client_cert: cli.client_cert.clone(),
+        client_key: cli.client_key.clone(),
+    };
+    let conn = Connection::new(&cli.url, &cli.grpc_url, cli.api_key.clone(), cli.timeout, cli.multipart, &tls)?;
     let protocol = if cli.grpc { Protocol::Grpc } else { Protocol::Rest };
     let mut out = std::io::stdout().lock();
     match &cli.command {

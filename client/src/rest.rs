@@ -9,6 +9,7 @@ use reqwest::{Client, RequestBuilder, Response};
 
 use crate::images::content_type;
 use crate::target::{Health, ModelSummary};
+use crate::tls::TlsMaterial;
 use crate::types::{InferResponse, Params, Task, Timed};
 use crate::ClientError;
 
@@ -25,14 +26,22 @@ pub struct RestClient {
 impl RestClient {
     /// `base` is the server's HTTP address, e.g. `http://127.0.0.1:8000`. Connections are kept
     /// alive and reused: a load test measures the server, not TCP handshakes.
-    pub fn new(base: &str, api_key: Option<String>, timeout: Duration, multipart: bool) -> Result<Self, ClientError> {
+    pub(crate) fn new(
+        base: &str,
+        api_key: Option<String>,
+        timeout: Duration,
+        multipart: bool,
+        tls: &TlsMaterial,
+    ) -> Result<Self, ClientError> {
         let base = normalize_base(base)?;
-        let http = Client::builder()
+        let builder = Client::builder()
             .no_proxy()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .pool_max_idle_per_host(1024)
-            .tcp_nodelay(true)
+            .tcp_nodelay(true);
+        let http = tls
+            .apply_rest(builder)?
             .build()
             .map_err(|e| ClientError::Input(format!("cannot build the HTTP client: {e}")))?;
         Ok(RestClient { base, http, api_key, timeout, multipart })
@@ -156,7 +165,7 @@ pub fn normalize_base(url: &str) -> Result<String, ClientError> {
     let full = full.trim_end_matches('/').to_owned();
     let parsed = reqwest::Url::parse(&full).map_err(|e| ClientError::Input(format!("bad URL `{url}`: {e}")))?;
     if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
-        return Err(ClientError::Input(format!("bad URL `{url}`: expected http://HOST:PORT")));
+        return Err(ClientError::Input(format!("bad URL `{url}`: expected http://HOST:PORT or https://HOST:PORT")));
     }
     Ok(full)
 }

@@ -10,6 +10,7 @@ use crate::grpc::GrpcClient;
 use crate::pb::cspserve::v1 as csp;
 use crate::rest::RestClient;
 use crate::stream::StreamSession;
+use crate::tls::TlsOptions;
 use crate::types::{InferResponse, Params, Task, Timed};
 use crate::ClientError;
 
@@ -47,11 +48,13 @@ impl Connection {
         api_key: Option<String>,
         timeout: Duration,
         multipart: bool,
+        tls: &TlsOptions,
     ) -> Result<Self, ClientError> {
         let api_key = api_key.filter(|k| !k.is_empty());
+        let tls = tls.load()?;
         Ok(Connection {
-            rest: RestClient::new(http_url, api_key.clone(), timeout, multipart)?,
-            grpc: GrpcClient::new(grpc_url, api_key, timeout)?,
+            rest: RestClient::new(http_url, api_key.clone(), timeout, multipart, &tls)?,
+            grpc: GrpcClient::new(grpc_url, api_key, timeout, &tls)?,
         })
     }
 

@@ -27,6 +27,21 @@ pub struct BatchStats {
     pub var: Tensor,
 }
 
+/// running = (1 - momentum) * running + momentum * batch, for every batch-normed conv in `stats`,
+/// in the `VarMap` the model was built from (training; momentum 1 sets them: random weights).
+pub fn update_running_stats(varmap: &candle_nn::VarMap, stats: &[BatchStats], momentum: f64) -> Result<()> {
+    let vars = varmap.data().lock().unwrap_or_else(|e| e.into_inner());
+    for s in stats {
+        for (suffix, batch) in [("running_mean", &s.mean), ("running_var", &s.var)] {
+            let name = format!("{}.bn.{suffix}", s.conv);
+            let v = vars.get(&name).ok_or_else(|| Error::graph(format!("no running statistic `{name}`")))?;
+            let next = ((v.as_tensor() * (1.0 - momentum))? + (batch.to_dtype(v.dtype())? * momentum)?)?;
+            v.set(&next)?;
+        }
+    }
+    Ok(())
+}
+
 #[derive(Clone, Debug)]
 pub struct Model {
     pub net: Network,

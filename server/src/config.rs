@@ -108,6 +108,20 @@ pub struct Args {
     #[arg(long, env = "CSP_MAX_CONCURRENT_STREAMS", default_value_t = 256)]
     pub max_concurrent_streams: u32,
 
+    /// PEM certificate chain: serve both REST (HTTPS, HTTP/2 or 1.1 by ALPN) and gRPC over TLS,
+    /// on the same ports. Needs --tls-key. Without it both are plain text.
+    #[arg(long, env = "CSP_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) for --tls-cert.
+    #[arg(long, env = "CSP_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA certificate(s): also require every client to present a certificate issued by one of
+    /// them (mutual TLS). Needs --tls-cert.
+    #[arg(long, env = "CSP_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+
     /// Seconds to let queued and running work finish after SIGTERM/SIGINT.
     #[arg(long, env = "CSP_SHUTDOWN_GRACE", default_value_t = 30.0)]
     pub shutdown_grace: f64,
@@ -157,6 +171,8 @@ pub struct Settings {
     /// Checked origins for CORS; empty: CORS closed.
     pub cors_allow_origins: Vec<String>,
     pub connections: ConnectionLimits,
+    /// TLS on both transports; read and checked when the server starts.
+    pub tls: Option<crate::net::TlsFiles>,
 }
 
 /// Per-transport limits on what clients may hold open.
@@ -225,6 +241,11 @@ impl Args {
                     "--max-concurrent-streams",
                 )?)?,
             },
+            tls: self.tls_cert.clone().zip(self.tls_key.clone()).map(|(cert, key)| crate::net::TlsFiles {
+                cert,
+                key,
+                client_ca: self.tls_client_ca.clone(),
+            }),
         })
     }
 

@@ -59,6 +59,13 @@ async fn shutdown_signal() {
 /// Loads and warms up the models, binds both listeners, logs one ready line, and serves until
 /// `stop` resolves; then refuses new work, drains admitted work within the grace period and returns.
 pub async fn serve(settings: config::Settings, stop: impl std::future::Future<Output = ()>) -> Result<()> {
+    // TLS files first: a wrong path should not wait for the models to load.
+    let (http_tls, grpc_tls) = match &settings.tls {
+        Some(files) => {
+            (Some(net::tls_acceptor(files, net::Alpn::Http)?), Some(net::tls_acceptor(files, net::Alpn::Grpc)?))
+        }
+        None => (None, None),
+    };
     let core = crate::core::start(settings.models.clone(), settings.limits.clone(), settings.decode_threads)?;
     let infer = core.infer();
     for (name, task) in &settings.tasks {
@@ -86,18 +93,22 @@ pub async fn serve(settings: config::Settings, stop: impl std::future::Future<Ou
     };
     let router = http::router(infer.clone(), http_options);
     let limits = settings.connections;
-    let http_incoming = net::accept(http_listener, limits.max_connections, "http");
+    let http_incoming = net::accept(http_listener, limits.max_connections, http_tls, "http");
     let http_server = net::serve_http(http_incoming, router, limits.max_concurrent_streams, closed(close_rx.clone()));
     let routes = grpc::routes(infer.clone(), grpc::GrpcOptions { api_key: settings.api_key.clone() });
     let grpc_server = tonic::transport::Server::builder()
         .max_concurrent_streams(limits.max_concurrent_streams)
         .layer(request_id::RequestIdLayer(request_id::Transport::Grpc))
         .add_routes(routes)
-        .serve_with_incoming_shutdown(net::accept(grpc_listener, limits.max_connections, "grpc"), closed(close_rx));
+        .serve_with_incoming_shutdown(
+            net::accept(grpc_listener, limits.max_connections, grpc_tls, "grpc"),
+            closed(close_rx),
+        );
     let http_task = tokio::spawn(http_server);
     let grpc_task = tokio::spawn(grpc_server);
     let names: Vec<String> = infer.models().into_iter().map(|m| m.name).collect();
-    tracing::info!("ready: http://{http_addr} grpc://{grpc_addr} models: {}", names.join(", "));
+    let (scheme, tls) = if settings.tls.is_some() { ("https", "on") } else { ("http", "off") };
+    tracing::info!("ready: {scheme}://{http_addr} gRPC {grpc_addr} (TLS {tls}) models: {}", names.join(", "));
     println!("csp-server ready: http={http_addr} grpc={grpc_addr} models={}", names.join(","));
 
     stop.await;

@@ -55,6 +55,9 @@ fn help_lists_the_main_flags() {
         "--max-body-bytes",
         "--api-key",
         "--shutdown-grace",
+        "--tls-cert",
+        "--tls-key",
+        "--tls-client-ca",
     ] {
         assert!(out.contains(flag), "`{flag}` missing from --help:\n{out}");
     }
@@ -113,4 +116,20 @@ fn missing_weights_file_is_refused() {
     let (ok, _, err) = csp_server(&with_loopback(&["--config", "/nonexistent/csp-models.toml"]));
     assert!(!ok);
     assert!(err.contains("/nonexistent/csp-models.toml"), "{err}");
+}
+
+#[test]
+fn tls_needs_both_files_and_names_a_bad_one() {
+    let (ok, _, err) = csp_server(&with_loopback(&["--model", "m=m.safetensors", "--tls-cert", "cert.pem"]));
+    assert!(!ok);
+    assert!(err.contains("--tls-key"), "{err}");
+    let (ok, _, err) = csp_server(&with_loopback(&["--model", "m=m.safetensors", "--tls-client-ca", "ca.pem"]));
+    assert!(!ok);
+    assert!(err.contains("--tls-cert"), "{err}");
+    // Checked before any model loads (this weights file does not exist either).
+    let missing = "/nonexistent/csp-tls-cert.pem";
+    let args = ["--model", "m=m.safetensors", "--tls-cert", missing, "--tls-key", "/nonexistent/key.pem"];
+    let (ok, out, err) = csp_server(&with_loopback(&args));
+    assert!(!ok, "{out}");
+    assert!(err.contains("--tls-cert") && err.contains(missing), "{err}");
 }

@@ -12,6 +12,7 @@ pub mod load;
 pub mod metrics;
 pub mod rest;
 pub mod server;
+pub mod tls;
 
 pub use csp_server::grpc::pb;
 pub use server::{Server, ServerBuilder};

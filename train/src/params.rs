@@ -7,7 +7,6 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
-use csp_models::model::BatchStats;
 use csp_models::network::{Network, Op};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -81,19 +80,6 @@ fn init_objectness(varmap: &VarMap, net: &Network) -> Result<()> {
             }
         }
         bias.set(&Tensor::from_vec(values, bias.dims(), bias.device())?.to_dtype(bias.dtype())?)?;
-    }
-    Ok(())
-}
-
-/// running = (1 - momentum) * running + momentum * batch, for every batch-normed conv of the pass.
-pub fn update_running_stats(varmap: &VarMap, stats: &[BatchStats], momentum: f64) -> Result<()> {
-    for s in stats {
-        for (suffix, batch) in [("running_mean", &s.mean), ("running_var", &s.var)] {
-            let name = format!("{}.bn.{suffix}", s.conv);
-            let v = var(varmap, &name).with_context(|| format!("no running statistic `{name}`"))?;
-            let next = ((v.as_tensor() * (1.0 - momentum))? + (batch.to_dtype(v.dtype())? * momentum)?)?;
-            v.set(&next)?;
-        }
     }
     Ok(())
 }

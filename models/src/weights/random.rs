@@ -9,8 +9,8 @@
 use candle_core::{Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 
-use crate::error::{Error, Result};
-use crate::model::Model;
+use crate::error::Result;
+use crate::model::{update_running_stats, Model};
 use crate::network::Network;
 
 /// Calibration batch: two images, small enough to be quick for the largest detector.
@@ -25,14 +25,7 @@ pub fn random_model(net: Network, device: &Device) -> Result<Model> {
     let x = Tensor::from_vec(noise(n), (CALIBRATION_BATCH, model.net.input_channels, side, side), device)?;
     let last = model.net.layers.len().saturating_sub(1);
     let (_, stats) = model.forward_train(&x, &[last])?;
-    let vars = vm.data().lock().map_err(|_| Error::graph("variable map lock poisoned"))?;
-    for s in stats {
-        for (suffix, value) in [("running_mean", &s.mean), ("running_var", &s.var)] {
-            let name = format!("{}.bn.{suffix}", s.conv);
-            let var = vars.get(&name).ok_or_else(|| Error::graph(format!("no running statistic `{name}`")))?;
-            var.set(value)?;
-        }
-    }
+    update_running_stats(&vm, &stats, 1.0)?;
     Ok(model)
 }
 

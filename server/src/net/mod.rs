@@ -1,19 +1,22 @@
 //! Accepting connections, the same way for both transports: at most `max_connections` open at
 //! once (one more is accepted and closed at once, before anything is read, so no accepted work is
-//! ever left waiting), and TLS when the server has a certificate.
+//! ever left waiting), and TLS when the server has a certificate (`--tls-cert`).
 
 mod conn;
 mod http_serve;
+mod tls;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};
+use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
 
 pub use conn::Conn;
 pub use http_serve::serve_http;
+pub use tls::{acceptor as tls_acceptor, Alpn, TlsFiles};
 
 /// A transport's accepted connections, ready to serve.
 pub type Incoming = ReceiverStream<std::io::Result<Conn>>;
@@ -25,8 +28,15 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// At most one "refused" log line per transport per this interval, so a flood cannot fill the log.
 const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Starts accepting on `listener` until the returned stream is dropped.
-pub fn accept(listener: TcpListener, max_connections: usize, transport: &'static str) -> Incoming {
+/// Starts accepting on `listener` until the returned stream is dropped. With `tls`, each
+/// connection's handshake runs on its own task (a slow client cannot stall accepting) and the
+/// connection is handed over once it completes.
+pub fn accept(
+    listener: TcpListener,
+    max_connections: usize,
+    tls: Option<TlsAcceptor>,
+    transport: &'static str,
+) -> Incoming {
     let (tx, rx) = mpsc::channel(HANDOFF);
     let slots = Arc::new(Semaphore::new(max_connections));
     tokio::spawn(async move {
@@ -63,9 +73,26 @@ pub fn accept(listener: TcpListener, max_connections: usize, transport: &'static
             };
             // Small responses (gRPC frames, JSON) should leave at once.
             let _ = stream.set_nodelay(true);
-            let conn = Conn::plain(stream, remote, permit);
-            if tx.send(Ok(conn)).await.is_err() {
-                break;
+            match &tls {
+                None => {
+                    if tx.send(Ok(Conn::plain(stream, remote, permit))).await.is_err() {
+                        break;
+                    }
+                }
+                Some(acceptor) => {
+                    let handshake = tokio::time::timeout(tls::HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+                    let tx = tx.clone();
+                    tokio::spawn(async move {
+                        match handshake.await {
+                            Ok(Ok(stream)) => {
+                                let _ = tx.send(Ok(Conn::tls(stream, remote, permit))).await;
+                            }
+                            // Scanners and plain-text clients end up here: not worth more than debug.
+                            Ok(Err(err)) => tracing::debug!(transport, %remote, error = %err, "TLS handshake failed"),
+                            Err(_) => tracing::debug!(transport, %remote, "TLS handshake timed out"),
+                        }
+                    });
+                }
             }
         }
     });

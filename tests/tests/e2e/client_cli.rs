@@ -11,7 +11,7 @@ fn run<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
     let mut command = Command::new(client_bin());
     command.args(args);
     // Settings from the environment running the tests must not leak in.
-    for var in ["CSP_URL", "CSP_GRPC_URL", "CSP_API_KEY"] {
+    for var in ["CSP_URL", "CSP_GRPC_URL", "CSP_API_KEY", "CSP_CA_CERT", "CSP_CLIENT_CERT", "CSP_CLIENT_KEY"] {
         command.env_remove(var);
     }
     command.output().expect("run csp-client")

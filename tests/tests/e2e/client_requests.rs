@@ -2,9 +2,11 @@
 //! (raw body and multipart) and gRPC agree, `detect --draw` writes annotated images, models and
 //! health, error messages, the API key.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use csp_client::app::{self, InferArgs};
-use csp_client::{ClientError, Connection, Params, Protocol, Task};
+use csp_client::{ClientError, Connection, Params, Protocol, Task, TlsOptions};
 use csp_e2e::fixtures::{fixtures, DETECTOR_CLASSES};
 use csp_e2e::ServerBuilder;
 use serde_json::Value;
@@ -50,8 +52,15 @@ async fn classify_and_detect_agree_over_every_transport_and_draw_boxes() {
     // The same image over REST raw, REST multipart, unary gRPC and the stream: same answer.
     let image = [images[1].bytes.clone()];
     let params = Params { top_k: Some(5), ..Params::default() };
-    let multipart =
-        Connection::new(&server.url(""), "http://127.0.0.1:1", None, std::time::Duration::from_secs(60), true).unwrap();
+    let multipart = Connection::new(
+        &server.url(""),
+        "http://127.0.0.1:1",
+        None,
+        Duration::from_secs(60),
+        true,
+        &TlsOptions::default(),
+    )
+    .unwrap();
     let mut answers = Vec::new();
     for target in [
         conn.target(Protocol::Rest, Task::Classify).await.unwrap(),
@@ -150,9 +159,15 @@ async fn models_health_and_errors() {
     assert!(e.to_string().contains("HTTP 400") && e.to_string().contains("use /v1/models/det/detect"), "{e}");
 
     // Nothing listening: a connect error that says so.
-    let dead =
-        Connection::new("http://127.0.0.1:1", "http://127.0.0.1:1", None, std::time::Duration::from_secs(5), false)
-            .unwrap();
+    let dead = Connection::new(
+        "http://127.0.0.1:1",
+        "http://127.0.0.1:1",
+        None,
+        Duration::from_secs(5),
+        false,
+        &TlsOptions::default(),
+    )
+    .unwrap();
     let e = dead.rest.health().await.unwrap_err();
     assert!(matches!(e, ClientError::Connect { .. }), "{e:?}");
     assert!(e.to_string().contains("cannot connect to http://127.0.0.1:1"), "{e}");

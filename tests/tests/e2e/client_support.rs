@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use csp_client::images::ImageFile;
-use csp_client::Connection;
+use csp_client::{Connection, TlsOptions};
 use csp_e2e::{images, Server};
 
 pub fn connection(server: &Server) -> Connection {
@@ -19,6 +19,7 @@ pub fn connection_with_key(server: &Server, key: Option<&str>) -> Connection {
         key.map(str::to_owned),
         Duration::from_secs(60),
         false,
+        &TlsOptions::default(),
     )
     .expect("client connection")
 }

@@ -26,4 +26,5 @@ mod rest_api;
 mod security;
 mod shutdown;
 mod soak;
+mod tls;
 mod web_page;

@@ -10,12 +10,12 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use csp_models::model::BatchStats;
+use csp_models::model::{update_running_stats, BatchStats};
 use csp_models::{Model, Network};
 
 use crate::data::ImageBatch;
 use crate::optim::{trainable_params, Sgd, SgdConfig};
-use crate::params::{init_params, load_pretrained, update_running_stats, PretrainedReport};
+use crate::params::{init_params, load_pretrained, PretrainedReport};
 use crate::schedule::Schedule;
 
 pub struct Trainer {
