@@ -4,6 +4,7 @@
 
 use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::VarBuilder;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::layers::{global_avg_pool, max_pool, max_pool_differentiable, ConvLayer};
@@ -40,6 +41,27 @@ pub fn update_running_stats(varmap: &candle_nn::VarMap, stats: &[BatchStats], mo
         }
     }
     Ok(())
+}
+
+/// How inference runs a folded model's convolutions on the CPU.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Engine {
+    /// Conv + bias + activation fused in one kernel per layer ([`crate::layers::CpuConv`]): f32
+    /// models on the CPU. Other devices and dtypes use candle's ops either way.
+    #[default]
+    Fast,
+    /// candle's own ops throughout: the reference path.
+    Candle,
+}
+
+impl Engine {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Engine::Fast => "fast",
+            Engine::Candle => "candle",
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -90,7 +112,28 @@ impl Model {
                 layer.op = Op::Conv(c.spec.clone());
             }
         }
+        m.with_engine(Engine::default())
+    }
+
+    /// The same model with its convolutions on `engine` (see [`Engine`]).
+    pub fn with_engine(&self, engine: Engine) -> Result<Self> {
+        let mut m = self.clone();
+        for p in &mut m.params {
+            if let Params::Conv(c) = p {
+                *c = c.with_cpu_kernel(engine == Engine::Fast)?;
+            }
+        }
         Ok(m)
+    }
+
+    /// The engine the convolutions run on: `Fast` when any runs on the fused CPU kernel.
+    pub fn engine(&self) -> Engine {
+        let fast = self.params.iter().any(|p| matches!(p, Params::Conv(c) if c.uses_cpu_kernel()));
+        if fast {
+            Engine::Fast
+        } else {
+            Engine::Candle
+        }
     }
 
     pub fn device(&self) -> &Device {

@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use serde::Deserialize;
 
-use crate::core::{BatchingConfig, DeviceSpec, Limits, ModelConfig};
+use crate::core::{BatchingConfig, DeviceSpec, Engine, Limits, ModelConfig};
 use crate::secret::Secret;
 
 #[derive(Parser, Debug, Clone)]
@@ -45,6 +45,12 @@ pub struct Args {
     /// Device for models that do not set their own: cpu, cuda or cuda:N.
     #[arg(long, env = "CSP_DEVICE", default_value = "cpu")]
     pub device: String,
+
+    /// How CPU models run their convolutions: `fast` (conv + bias + activation fused in one
+    /// kernel per layer) or `candle` (candle's own ops, the reference path). GPU models use
+    /// candle's ops either way.
+    #[arg(long, env = "CSP_ENGINE", value_enum, default_value_t = Engine::Fast)]
+    pub engine: Engine,
 
     /// CPU threads for model compute (default: all cores).
     #[arg(long, env = "CSP_THREADS")]
@@ -149,6 +155,7 @@ struct FileModel {
     labels: Option<PathBuf>,
     input_size: Option<[usize; 2]>,
     device: Option<String>,
+    engine: Option<Engine>,
     instances: Option<usize>,
     max_batch_size: Option<usize>,
     max_queue_delay_ms: Option<u64>,
@@ -186,6 +193,7 @@ impl Args {
     pub fn settings(&self) -> Result<Settings> {
         let defaults = Defaults {
             device: self.device.parse()?,
+            engine: self.engine,
             max_batch_size: self.max_batch_size.map(|b| positive(b, "--max-batch-size")).transpose()?,
             max_queue_delay_ms: self.max_queue_delay_ms,
             max_queue_size: positive(self.max_queue_size, "--max-queue-size")?,
@@ -262,6 +270,7 @@ impl Args {
 /// What the command line sets for every model that does not set its own.
 struct Defaults {
     device: DeviceSpec,
+    engine: Engine,
     /// None: by device (`default_max_batch_size`).
     max_batch_size: Option<usize>,
     max_queue_delay_ms: u64,
@@ -311,6 +320,7 @@ fn parse_model_flag(spec: &str, defaults: &Defaults) -> Result<ModelConfig> {
         labels: None,
         input_size: None,
         device: defaults.device,
+        engine: defaults.engine,
         batching: defaults.batching(defaults.device),
         instances: defaults.instances,
     })
@@ -353,6 +363,7 @@ fn read_file(path: &Path, defaults: &Defaults) -> Result<FileModels> {
             labels: m.labels.as_deref().map(rel),
             input_size: m.input_size.map(|[h, w]| (h, w)),
             device,
+            engine: m.engine.unwrap_or(defaults.engine),
             batching: BatchingConfig {
                 max_batch_size: positive(m.max_batch_size.unwrap_or(batching.max_batch_size), "max_batch_size")?,
                 max_queue_delay_ms: m.max_queue_delay_ms.unwrap_or(batching.max_queue_delay_ms),

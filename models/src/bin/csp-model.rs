@@ -11,6 +11,7 @@ use csp_models::device::DeviceSpec;
 use csp_models::heads::{
     coco_labels, load_labels, postprocess, Detection, Letterbox, NmsKind, PostprocessConfig, YoloHead, COCO_CLASSES,
 };
+use csp_models::model::Engine;
 use csp_models::preprocess::{Preprocess, Resize};
 use csp_models::weights::{self, Arch};
 use csp_models::{backbones, draw, flops, Model};
@@ -139,6 +140,9 @@ enum Command {
         iters: usize,
         #[arg(long, default_value_t = 3)]
         warmup: usize,
+        /// CPU convolutions: `fast` (fused kernel per layer) or `candle` (candle's ops, the reference).
+        #[arg(long, value_enum, default_value_t = Engine::Fast)]
+        engine: Engine,
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -259,8 +263,8 @@ fn main() -> Result<()> {
             );
             Ok(())
         }
-        Command::Bench { arch, weights, batch, size, threads, iters, warmup, json, device } => {
-            bench(&arch, weights.as_deref(), &device.open()?, batch, size, threads, iters, warmup, json)
+        Command::Bench { arch, weights, batch, size, threads, iters, warmup, engine, json, device } => {
+            bench(&arch, weights.as_deref(), &device.open()?, batch, size, threads, iters, warmup, engine, json)
         }
     }
 }
@@ -507,12 +511,15 @@ fn bench(
     threads: Option<usize>,
     iters: usize,
     warmup: usize,
+    engine: Engine,
     json: bool,
 ) -> Result<()> {
     if batch == 0 || size == 0 || iters == 0 {
         bail!("--batch, --size and --iters must be positive");
     }
-    let model = weights::load_model(arch.get()?.as_ref(), weights, device, true)?;
+    let model = weights::load_model(arch.get()?.as_ref(), weights, device, true)?.with_engine(engine)?;
+    let engine = model.engine().as_str();
+    let gflops = flops::summarize(&model.net, size, size)?.bflops * batch as f64;
     let x = Tensor::randn(0f32, 1f32, (batch, model.net.input_channels, size, size), device)?;
     // GPU kernels run asynchronously: wait for each pass, so a time covers the whole forward.
     for _ in 0..warmup {
@@ -530,6 +537,7 @@ fn bench(
     let median = times[times.len() / 2];
     let threads = threads.unwrap_or_else(candle_core::utils::get_num_threads);
     let ips = batch as f64 * 1e3 / median;
+    let gflops_per_s = gflops * 1e3 / median;
     let device = match device.location() {
         candle_core::DeviceLocation::Cpu => "cpu".to_string(),
         candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
@@ -537,13 +545,14 @@ fn bench(
     };
     if json {
         let rec = serde_json::json!({
-            "arch": model.net.arch, "device": device, "batch": batch, "size": size, "threads": threads, "iters": iters,
-            "median_ms": median, "min_ms": times[0], "max_ms": times[times.len() - 1], "images_per_s": ips,
+            "arch": model.net.arch, "device": device, "engine": engine, "batch": batch, "size": size, "threads": threads,
+            "iters": iters, "median_ms": median, "min_ms": times[0], "max_ms": times[times.len() - 1], "images_per_s": ips,
+            "gflops_per_s": gflops_per_s,
         });
         println!("{rec}");
     } else {
         println!(
-            "{} on {device} batch {batch} {size}x{size} threads {threads}: median {median:.2} ms (min {:.2}, max {:.2}), {ips:.1} images/s",
+            "{} on {device} ({engine}) batch {batch} {size}x{size} threads {threads}: median {median:.2} ms (min {:.2}, max {:.2}), {ips:.1} images/s, {gflops_per_s:.1} GFLOP/s",
             model.net.arch,
             times[0],
             times[times.len() - 1]

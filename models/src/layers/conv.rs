@@ -3,11 +3,13 @@
 //! Inference folds batch norm into the convolution at load time ([`ConvLayer::fold`]); training
 //! keeps the unfolded layer and runs batch norm on batch statistics ([`ConvLayer::forward_train`]).
 
+use std::sync::Arc;
+
 use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
-use super::Activation;
+use super::{Activation, CpuConv};
 
 /// Batch-norm epsilon of darknet and PyTorch alike.
 pub const BN_EPS: f64 = 1e-5;
@@ -78,6 +80,9 @@ pub struct ConvLayer {
     pub weight: Tensor,
     pub bias: Option<Tensor>,
     pub bn: Option<BatchNorm>,
+    /// The fused CPU kernel of a folded f32 layer on the CPU ([`ConvLayer::with_cpu_kernel`]);
+    /// `None`: candle's ops.
+    cpu: Option<Arc<CpuConv>>,
 }
 
 impl ConvLayer {
@@ -104,7 +109,7 @@ impl ConvLayer {
             let b = vb.pp("conv").get_with_hints(c, "bias", candle_nn::Init::Const(0.0))?;
             (Some(b), None)
         };
-        Ok(ConvLayer { spec: spec.clone(), weight, bias, bn })
+        Ok(ConvLayer { spec: spec.clone(), weight, bias, bn, cpu: None })
     }
 
     /// Folds batch norm into the convolution: w' = w * g / sqrt(v + eps), b' = beta - m * g / sqrt(v + eps).
@@ -123,7 +128,30 @@ impl ConvLayer {
             weight: weight.to_dtype(dtype)?.detach(),
             bias: Some(bias.to_dtype(dtype)?.detach()),
             bn: None,
+            cpu: None,
         })
+    }
+
+    /// This layer with its inference running on the fused CPU kernel ([`CpuConv`]) when it can:
+    /// folded (no batch norm), f32, on the CPU. Otherwise, and with `enable` false, candle's ops.
+    pub fn with_cpu_kernel(&self, enable: bool) -> Result<Self> {
+        let usable = self.bn.is_none() && self.weight.device().is_cpu() && self.weight.dtype() == DType::F32;
+        let cpu = if enable && usable {
+            let weight = self.weight.flatten_all()?.to_vec1::<f32>()?;
+            let bias = match &self.bias {
+                Some(b) => b.to_vec1::<f32>()?,
+                None => vec![0.0; self.spec.out_channels],
+            };
+            Some(Arc::new(CpuConv::new(self.spec.clone(), weight, bias)))
+        } else {
+            None
+        };
+        Ok(ConvLayer { cpu, ..self.clone() })
+    }
+
+    /// Whether inference runs on the fused CPU kernel.
+    pub fn uses_cpu_kernel(&self) -> bool {
+        self.cpu.is_some()
     }
 
     fn conv(&self, x: &Tensor) -> Result<Tensor> {
@@ -161,6 +189,11 @@ impl ConvLayer {
 impl Module for ConvLayer {
     /// Inference: running statistics (use [`ConvLayer::fold`] first to skip the extra ops).
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if let Some(kernel) = &self.cpu {
+            if x.device().is_cpu() && x.dtype() == DType::F32 {
+                return x.contiguous()?.apply_op1_no_bwd(kernel.as_ref());
+            }
+        }
         let y = self.conv(x)?;
         let y = match &self.bn {
             Some(bn) => {

@@ -4,10 +4,12 @@ mod activation;
 mod bn_train;
 mod conv;
 mod conv_grad;
+mod cpu_conv;
 mod pool;
 
 pub use activation::Activation;
 pub use bn_train::batch_norm_act_train;
 pub use conv::{BatchNorm, ConvLayer, ConvSpec, BN_EPS};
 pub use conv_grad::conv2d_train;
+pub use cpu_conv::CpuConv;
 pub use pool::{global_avg_pool, max_pool, max_pool_differentiable, max_pool_out};

@@ -70,6 +70,7 @@ impl Default for Limits {
 }
 
 pub use csp_models::device::DeviceSpec;
+pub use csp_models::model::Engine;
 
 /// One model to serve.
 #[derive(Clone, Debug)]
@@ -84,6 +85,8 @@ pub struct ModelConfig {
     /// Override the model's input size (height, width).
     pub input_size: Option<(usize, usize)>,
     pub device: DeviceSpec,
+    /// How the convolutions run on the CPU (`--engine`).
+    pub engine: Engine,
     pub batching: BatchingConfig,
     pub instances: usize,
 }

@@ -137,6 +137,7 @@ fn load_one(cfg: ModelConfig, metrics: &Arc<Metrics>) -> anyhow::Result<ServedMo
     let dev = cfg.device.open()?;
     let arch = cfg.arch.as_deref().map(Arch::parse);
     let mut model = weights::load_model(arch.as_ref(), Some(&cfg.weights), &dev, true)
+        .and_then(|m| m.with_engine(cfg.engine))
         .with_context(|| format!("model `{}`", cfg.name))?;
     if let Some(size) = cfg.input_size {
         model.net.input_size = size;

@@ -16,7 +16,7 @@ use super::pb::inference as v2;
 use super::pb::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use super::tensor::{f32_from_le, f32_to_le, join_bytes_elements, split_bytes_elements};
 use super::{routes, GrpcOptions};
-use crate::core::{self, BatchingConfig, DeviceSpec, Infer, Limits, ModelConfig};
+use crate::core::{self, BatchingConfig, DeviceSpec, Engine, Infer, Limits, ModelConfig};
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/tests/fixtures").join(name)
@@ -30,6 +30,7 @@ fn model(name: &str, stem: &str) -> ModelConfig {
         labels: None,
         input_size: None,
         device: DeviceSpec::Cpu,
+        engine: Engine::Fast,
         batching: BatchingConfig { max_batch_size: 4, max_queue_delay_ms: 1, max_queue_size: 64 },
         instances: 1,
     }

@@ -1,0 +1,170 @@
+//! The fused CPU conv kernel (`layers::CpuConv`, `Engine::Fast`) against candle's own ops
+//! (`Engine::Candle`, the reference path): single layers over odd sizes, strides, paddings, groups
+//! and every activation, and whole classifiers, within 1e-4 relative; a detector within its f32
+//! rounding noise.
+
+use std::collections::HashMap;
+
+use candle_core::{Device, Module, Tensor};
+use candle_nn::VarBuilder;
+use csp_models::layers::{Activation, ConvLayer, ConvSpec};
+use csp_models::model::Engine;
+use csp_models::weights::random::random_model;
+
+const TOLERANCE: f32 = 1e-4;
+
+/// Deterministic values in [-1, 1) (a 64-bit LCG).
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
+fn tensor(shape: &[usize], seed: u64) -> Tensor {
+    Tensor::from_vec(values(shape.iter().product(), seed), shape, &Device::Cpu).unwrap()
+}
+
+/// max |a - b| / max(1, max |b|).
+fn relative_diff(ours: &Tensor, reference: &Tensor) -> f32 {
+    assert_eq!(ours.dims(), reference.dims());
+    let a = ours.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let b = reference.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let scale = b.iter().fold(1f32, |m, v| m.max(v.abs()));
+    a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max) / scale
+}
+
+struct Case {
+    cin: usize,
+    cout: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    groups: usize,
+    n: usize,
+    h: usize,
+    w: usize,
+}
+
+const fn case(cin: usize, cout: usize, kernel: usize, stride: usize, padding: usize, groups: usize) -> Case {
+    Case { cin, cout, kernel, stride, padding, groups, n: 1, h: 13, w: 9 }
+}
+
+const ACTIVATIONS: [Activation; 6] = [
+    Activation::Linear,
+    Activation::Relu,
+    Activation::Leaky { slope: 0.1 },
+    Activation::Mish,
+    Activation::Swish,
+    Activation::Logistic,
+];
+
+fn layer(c: &Case, activation: Activation, seed: u64) -> ConvLayer {
+    let spec = ConvSpec {
+        name: "c".into(),
+        in_channels: c.cin,
+        out_channels: c.cout,
+        kernel: c.kernel,
+        stride: c.stride,
+        padding: c.padding,
+        groups: c.groups,
+        batch_norm: false,
+        activation,
+    };
+    let (o, i, k, _) = spec.weight_shape();
+    let tensors = HashMap::from([
+        ("c.conv.weight".to_string(), tensor(&[o, i, k, k], seed)),
+        ("c.conv.bias".to_string(), tensor(&[o], seed + 1)),
+    ]);
+    ConvLayer::load(&spec, VarBuilder::from_tensors(tensors, candle_core::DType::F32, &Device::Cpu)).unwrap()
+}
+
+#[test]
+fn single_layers_match_candle() {
+    let mut cases = vec![
+        case(8, 16, 1, 1, 0, 1),   // direct GEMM, no unfolding
+        case(8, 16, 1, 2, 0, 1),   // 1x1 with stride: unfolded
+        case(6, 10, 1, 1, 1, 1),   // 1x1 with padding
+        case(7, 5, 3, 1, 1, 1),    // odd channel counts
+        case(8, 12, 3, 2, 1, 1),   // stride 2 over odd sizes
+        case(4, 6, 3, 1, 0, 1),    // no padding
+        case(5, 7, 5, 1, 2, 1),    // 5x5
+        case(5, 7, 3, 3, 2, 1),    // stride 3, padding wider than k/2
+        case(64, 64, 3, 1, 1, 32), // CSPResNeXt's grouped 3x3 (2 channels per group)
+        case(12, 18, 3, 2, 1, 3),  // groups with stride
+        case(16, 16, 3, 1, 1, 16), // depthwise
+        case(8, 8, 1, 1, 0, 4),    // grouped 1x1
+    ];
+    cases.push(Case { n: 3, h: 7, w: 11, ..case(6, 9, 3, 1, 1, 1) }); // a batch
+    cases.push(Case { h: 1, w: 1, ..case(4, 4, 3, 1, 1, 1) }); // 1x1 image
+    cases.push(Case { h: 2, w: 17, ..case(3, 8, 3, 2, 1, 1) }); // thin image
+    for (i, c) in cases.iter().enumerate() {
+        for (j, activation) in ACTIVATIONS.iter().enumerate() {
+            let seed = (i * 10 + j) as u64;
+            let reference = layer(c, *activation, seed);
+            let fast = reference.with_cpu_kernel(true).unwrap();
+            assert!(fast.uses_cpu_kernel() && !reference.uses_cpu_kernel());
+            // Scaled so that activations see both signs and their saturated ranges.
+            let x = (tensor(&[c.n, c.cin, c.h, c.w], seed + 100) * 3.0).unwrap();
+            let want = reference.forward(&x).unwrap();
+            let got = fast.forward(&x).unwrap();
+            let diff = relative_diff(&got, &want);
+            let what = format!(
+                "cin {} cout {} k {} stride {} pad {} groups {} {}x{}x{} {activation:?}",
+                c.cin, c.cout, c.kernel, c.stride, c.padding, c.groups, c.n, c.h, c.w
+            );
+            assert!(diff <= TOLERANCE, "{what}: relative difference {diff:e}");
+        }
+    }
+}
+
+#[test]
+fn non_contiguous_input_is_read_correctly() {
+    let c = case(6, 8, 3, 1, 1, 2);
+    let reference = layer(&c, Activation::Mish, 7);
+    let fast = reference.with_cpu_kernel(true).unwrap();
+    // Transposed H and W: the same values in a strided layout.
+    let x = tensor(&[1, 6, 9, 13], 8).transpose(2, 3).unwrap();
+    assert!(!x.is_contiguous());
+    let diff = relative_diff(&fast.forward(&x).unwrap(), &reference.forward(&x).unwrap());
+    assert!(diff <= TOLERANCE, "{diff:e}");
+}
+
+/// Whole models, random weights (batch-norm statistics calibrated, so outputs depend on the input).
+#[test]
+fn models_match_candle() {
+    for (arch, side) in [("cspresnext50", 64), ("cspdarknet53", 64), ("cspresnet50", 64)] {
+        let net = csp_models::backbones::build(arch, 10).unwrap();
+        let fast = random_model(net, &Device::Cpu).unwrap().folded().unwrap();
+        assert_eq!(fast.engine(), Engine::Fast, "folded CPU models use the fast engine by default");
+        let reference = fast.with_engine(Engine::Candle).unwrap();
+        assert_eq!(reference.engine(), Engine::Candle);
+        let x = ((tensor(&[2, 3, side, side], 3) + 1.0).unwrap() * 0.5).unwrap();
+        let diff = relative_diff(&fast.forward(&x).unwrap(), &reference.forward(&x).unwrap());
+        assert!(diff <= TOLERANCE, "{arch}: relative difference {diff:e}");
+    }
+}
+
+#[test]
+fn a_detector_matches_candle() {
+    let mut net = csp_models::detectors::build("cspresnext50_panet_spp", 3).unwrap();
+    net.input_size = (128, 128);
+    let unfolded = random_model(net, &Device::Cpu).unwrap();
+    let fast = unfolded.folded().unwrap();
+    let reference = fast.with_engine(Engine::Candle).unwrap();
+    let x = ((tensor(&[1, 3, 128, 128], 4) + 1.0).unwrap() * 0.5).unwrap();
+    let (a, b) = (fast.forward_heads(&x).unwrap(), reference.forward_heads(&x).unwrap());
+    assert_eq!(a.len(), b.len());
+    // A detector is deep enough that f32 rounding alone moves its raw outputs by a few 1e-4: candle
+    // itself differs that much between the folded and the unfolded model. The fused kernel must
+    // stay within twice that noise (and within 1e-4 where the noise is smaller).
+    let c = unfolded.forward_heads(&x).unwrap();
+    for (i, ((p, q), r)) in a.iter().zip(&b).zip(&c).enumerate() {
+        let (diff, noise) = (relative_diff(p, q), relative_diff(q, r));
+        let bound = TOLERANCE.max(2.0 * noise);
+        assert!(diff <= bound, "head {i}: relative difference {diff:e}, candle's own folding noise {noise:e}");
+    }
+}
