@@ -25,10 +25,11 @@ def run_json_lines(cmd, env=None):
     return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
 
-def ours(binary, model, batch, size, threads, iters):
+def ours(binary, model, batch, size, threads, iters, engine):
     rec = run_json_lines([binary, "bench", "--arch", model, "--batch", str(batch), "--size", str(size),
-                          "--threads", str(threads), "--iters", str(iters), "--warmup", "2", "--json"])
-    return rec[-1]["median_ms"]
+                          "--threads", str(threads), "--iters", str(iters), "--warmup", "2", "--engine", engine,
+                          "--json"])
+    return rec[-1]["median_ms"], rec[-1]["gflops_per_s"]
 
 
 def theirs(python, baseline, model, mode, batch, size, threads, iters):
@@ -51,30 +52,41 @@ def main():
     p.add_argument("--iters", type=int, default=5)
     p.add_argument("--rounds", type=int, default=1, help="interleaved repetitions; medians are reported")
     p.add_argument("--modes", nargs="+", default=["eager"], help="torch_baseline.py modes (eager, onnx, compile, ...)")
+    p.add_argument("--engines", nargs="+", default=["fast", "candle"], help="csp-model --engine values; the first is compared")
     p.add_argument("--binary", default=os.path.join(ROOT, "target", "release", "csp-model"))
     p.add_argument("--baseline", default=os.path.join(ROOT, "..", "shared", "bench", "torch_baseline.py"))
     a = p.parse_args()
     rows = []
     for model in a.models:
         for batch in a.batch:
-            got = {"csp-model": []}
+            got = {e: [] for e in a.engines}
+            gflops = []
             for _ in range(a.rounds):
-                got["csp-model"].append(ours(a.binary, model, batch, a.size, a.threads, a.iters))
+                for engine in a.engines:
+                    ms, rate = ours(a.binary, model, batch, a.size, a.threads, a.iters, engine)
+                    got[engine].append(ms)
+                    if engine == a.engines[0]:
+                        gflops.append(rate)
                 for mode in a.modes:
                     got.setdefault(mode, []).append(
                         theirs(sys.executable, a.baseline, model, mode, batch, a.size, a.threads, a.iters))
             med = {k: statistics.median(v) for k, v in got.items()}
+            med["gflops"] = statistics.median(gflops)
             rows.append((model, batch, med))
             print(json.dumps({"model": model, "batch": batch, **med}), file=sys.stderr, flush=True)
-    head = "| model | batch | csp-model ms | " + " | ".join(f"PyTorch {m} ms" if m != "onnx" else "ONNX Runtime ms"
-                                                     for m in a.modes)
-    head += " | " + " | ".join(f"ratio vs {m}" for m in a.modes) + " |"
+    first = a.engines[0]
+    name = lambda m: "ONNX Runtime" if m == "onnx" else f"PyTorch {m}"
+    head = "| model | batch | " + " | ".join(f"csp-model {e} ms" for e in a.engines) + f" | {first} GFLOP/s | "
+    head += " | ".join(f"{name(m)} ms" for m in a.modes) + " | "
+    head += " | ".join(f"{first} / {e}" for e in a.engines[1:] + a.modes) + " |"
     print(head)
-    print("|" + "---|" * (3 + 2 * len(a.modes)))
+    print("|" + "---|" * (3 + 2 * len(a.engines) - 1 + 2 * len(a.modes)))
     for model, batch, med in rows:
+        ours_cells = [f"{med[e]:.1f}" for e in a.engines]
         cells = [f"{med[m]:.1f}" for m in a.modes]
-        ratios = [f"{med['csp-model'] / med[m]:.2f}" for m in a.modes]
-        print(f"| {model} | {batch} | {med['csp-model']:.1f} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
+        ratios = [f"{med[first] / med[k]:.2f}" for k in a.engines[1:] + a.modes]
+        print(f"| {model} | {batch} | " + " | ".join(ours_cells) + f" | {med['gflops']:.0f} | "
+              + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
 
 
 if __name__ == "__main__":

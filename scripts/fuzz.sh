@@ -43,12 +43,16 @@ for t in "${targets[@]}"; do
         -artifact_prefix="$artifacts/" -print_final_stats=1 || status=$?
     if [ "$status" -ne 0 ]; then
         found=1
-        mkdir -p "fuzz/regressions/$t"
+        kept=0
         for f in "$artifacts"/*; do
             [ -f "$f" ] || continue
+            mkdir -p "fuzz/regressions/$t"
             cp "$f" "fuzz/regressions/$t/"
+            kept=1
             echo "fuzz.sh: $t failed on $(basename "$f"): kept as fuzz/regressions/$t/$(basename "$f")"
         done
+        # No input to keep: the target did not build or libFuzzer itself failed (see above).
+        [ "$kept" -eq 1 ] || echo "fuzz.sh: $t failed (exit $status) without a crashing input" >&2
     fi
 done
 if [ "$found" -ne 0 ]; then

@@ -58,6 +58,7 @@ fn help_lists_the_main_flags() {
         "--tls-cert",
         "--tls-key",
         "--tls-client-ca",
+        "--engine",
     ] {
         assert!(out.contains(flag), "`{flag}` missing from --help:\n{out}");
     }

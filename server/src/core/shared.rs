@@ -142,6 +142,7 @@ fn load_one(cfg: ModelConfig, metrics: &Arc<Metrics>) -> anyhow::Result<ServedMo
     if let Some(size) = cfg.input_size {
         model.net.input_size = size;
     }
+    tracing::info!(model = %cfg.name, device = %cfg.device, engine = model.engine().as_str(), "loaded");
     let net = &model.net;
     let (h, w) = net.input_size;
     let summary = flops::summarize(net, h, w).with_context(|| format!("model `{}` at {h}x{w}", cfg.name))?;

@@ -146,3 +146,23 @@ async fn raw_tensor_outputs_equal_csp_model_predict() {
     assert_same(&detector, &rest_infer(&server, "det", &values).await, "detector over REST");
     assert_same(&detector, &grpc_infer(&server, "det", &values).await, "detector over gRPC");
 }
+
+/// `--engine candle` (candle's ops) and the default fused CPU kernel serve the same outputs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_cpu_engines_serve_the_same_outputs() {
+    let f = fixtures();
+    let fast = ServerBuilder::new().config(&f.standard_config).start();
+    let candle = ServerBuilder::new().config(&f.standard_config).args(["--engine", "candle"]).start();
+    assert!(fast.output().contains("engine=\"fast\""), "{}", fast.output());
+    assert!(candle.output().contains("engine=\"candle\""), "{}", candle.output());
+    let values = random_values(BATCH * INPUT_ELEMENTS, 78);
+    for model in ["cls", "det"] {
+        let (a, b) = (rest_infer(&fast, model, &values).await, rest_infer(&candle, model, &values).await);
+        assert_eq!(a.len(), b.len());
+        for (name, reference) in &b {
+            let scale = reference.iter().fold(1f32, |m, v| m.max(v.abs()));
+            let diff = max_abs_diff(&a[name], reference) / scale;
+            assert!(diff <= 1e-4, "{model} `{name}`: engines differ by {diff:e} (relative)");
+        }
+    }
+}
