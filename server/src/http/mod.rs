@@ -13,6 +13,7 @@ pub mod fuzz;
 mod page;
 mod params;
 mod triton;
+mod unread;
 mod v1;
 mod v2;
 mod v2_tensor;
@@ -63,6 +64,9 @@ pub fn router(infer: Infer, opts: HttpOptions) -> Router {
     if let Some(cors) = cors::layer(&opts.cors_allow_origins) {
         app = app.layer(cors);
     }
+    // Every response, errors from the head alone included, tells HTTP/1 clients when the
+    // connection will close because the body was left unread.
+    let app = app.layer(axum::middleware::from_fn(unread::close_if_unread));
     // Outermost, so every response (404s and CORS preflights too) carries an id.
     app.layer(RequestIdLayer(Transport::Http))
 }

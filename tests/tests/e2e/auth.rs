@@ -102,3 +102,34 @@ async fn api_key_guards_inference_only() {
     let mut health = tonic_health::pb::health_client::HealthClient::new(server.channel().await);
     health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.expect("health stays open");
 }
+
+/// A refusal decided from the head alone leaves the body unread, so the server closes the HTTP/1
+/// connection after it; the response says `Connection: close`, so a pooling client never sends its
+/// next request on that connection. Alternating refused and accepted requests on one client all
+/// get their answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_refusals_announce_the_connection_close() {
+    let server = ServerBuilder::new().config(&fixtures().standard_config).args(["--api-key", KEY]).start();
+    let http = client();
+    let png = images::png(48, 48, 2);
+    let classify =
+        || http.post(server.url("/v1/models/cls/classify")).header("content-type", "image/png").body(png.clone());
+    let connection = |r: &reqwest::Response| r.headers().get("connection").map(|v| v.to_str().unwrap().to_owned());
+
+    let refused = classify().send().await.unwrap();
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(connection(&refused).as_deref(), Some("close"), "401 before the body was read");
+    let accepted = classify().bearer_auth(KEY).send().await.unwrap();
+    assert_eq!(accepted.status(), StatusCode::OK);
+    assert_eq!(connection(&accepted), None, "the body was read: the connection stays open");
+    let no_body = http.get(server.url("/v1/models")).send().await.unwrap();
+    assert_eq!(connection(&no_body), None);
+
+    for i in 0..40 {
+        let request = if i % 2 == 0 { classify() } else { classify().bearer_auth(KEY) };
+        let response = request.send().await.unwrap_or_else(|e| panic!("request {i}: {e:?}"));
+        let want = if i % 2 == 0 { StatusCode::UNAUTHORIZED } else { StatusCode::OK };
+        assert_eq!(response.status(), want, "request {i}");
+        response.bytes().await.unwrap();
+    }
+}
