@@ -169,9 +169,16 @@ fn epilogue(values: &mut [f32], bias: f32, activation: Activation) {
         }),
         Activation::Mish => values.iter_mut().for_each(|v| {
             let x = *v + bias;
-            // The same threshold as the candle path: exact in f32 above it.
-            let softplus = (x.min(20.0).exp() + 1.0).ln();
-            *v = x * softplus.tanh();
+            // x * tanh(ln(1 + e^x)) with one exp instead of exp, ln and tanh: with n = e^x (e^x + 2),
+            // tanh(ln(1 + e^x)) = n / (n + 2). Above 20 it is x in f32, as on the candle path (and
+            // e^2x would overflow further up).
+            *v = if x > 20.0 {
+                x
+            } else {
+                let e = x.exp();
+                let n = e * (e + 2.0);
+                x * n / (n + 2.0)
+            };
         }),
         Activation::Swish => values.iter_mut().for_each(|v| {
             let x = *v + bias;
