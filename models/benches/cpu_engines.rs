@@ -17,9 +17,11 @@ use csp_models::layers::{Activation, ConvLayer, ConvSpec};
 use csp_models::model::Engine;
 use csp_models::weights::random::random_model;
 
-/// (name, in, out, kernel, stride, groups, input side, activation): leaky ReLU as in timm's
-/// CSPResNet/CSPResNeXt, and one with darknet's Mish, whose epilogue costs more.
-const LAYERS: [(&str, usize, usize, usize, usize, usize, usize, Activation); 6] = [
+/// (name, in, out, kernel, stride, groups, input side, activation)
+type LayerCase = (&'static str, usize, usize, usize, usize, usize, usize, Activation);
+
+/// Leaky ReLU as in timm's CSPResNet/CSPResNeXt, and one with darknet's Mish, whose epilogue costs more.
+const LAYERS: [LayerCase; 6] = [
     ("3x3_128_128_56", 128, 128, 3, 1, 1, 56, Activation::TIMM_LEAKY),
     ("1x1_128_256_56", 128, 256, 1, 1, 1, 56, Activation::TIMM_LEAKY),
     ("3x3g32_128_128_56", 128, 128, 3, 1, 32, 56, Activation::TIMM_LEAKY),
