@@ -136,7 +136,10 @@ impl ConvLayer {
     /// folded (no batch norm), f32, on the CPU. Otherwise, and with `enable` false, candle's ops.
     pub fn with_cpu_kernel(&self, enable: bool) -> Result<Self> {
         let usable = self.bn.is_none() && self.weight.device().is_cpu() && self.weight.dtype() == DType::F32;
-        let cpu = if enable && usable {
+        let cpu = if enable && self.cpu.is_some() {
+            // Already packed (folded() attaches it; the server then asks again for its --engine).
+            self.cpu.clone()
+        } else if enable && usable {
             let weight = self.weight.flatten_all()?.to_vec1::<f32>()?;
             let bias = match &self.bias {
                 Some(b) => b.to_vec1::<f32>()?,
