@@ -9,6 +9,7 @@ pub mod device;
 pub mod draw;
 pub mod error;
 pub mod flops;
+pub mod fusion;
 pub mod heads;
 pub mod layers;
 pub mod model;

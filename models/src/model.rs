@@ -7,7 +7,8 @@ use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::layers::{global_avg_pool, max_pool, max_pool_differentiable, ConvLayer};
+use crate::fusion::{Plan, Source, Step};
+use crate::layers::{global_avg_pool, max_pool, max_pool_differentiable, Activation, ConvLayer};
 use crate::network::{Network, Op};
 
 #[derive(Clone, Debug)]
@@ -68,8 +69,6 @@ impl Engine {
 pub struct Model {
     pub net: Network,
     params: Vec<Params>,
-    /// For each layer, the last layer that reads its output.
-    last_use: Vec<usize>,
     device: Device,
 }
 
@@ -94,8 +93,7 @@ impl Model {
                 _ => Params::None,
             });
         }
-        let last_use = last_uses(&net);
-        Ok(Model { net, params, last_use, device })
+        Ok(Model { net, params, device })
     }
 
     /// Builds the inference model: batch norm folded into the convolutions.
@@ -233,21 +231,52 @@ impl Model {
             return Err(Error::Input(format!("expected {} channels, got {c}", self.net.input_channels)));
         }
         let x = x.to_dtype(DType::F32)?;
+        let fast: Vec<bool> =
+            self.params[..=upto].iter().map(|p| matches!(p, Params::Conv(c) if c.uses_cpu_kernel())).collect();
+        // Fusions only in inference; a training pass needs every op differentiable.
+        let plan = match train {
+            None => Plan::new(&self.net, &fast, &keep),
+            Some(_) => Plan::new(&self.net, &vec![false; upto + 1], &keep),
+        };
         let mut outs: Vec<Option<Tensor>> = vec![None; upto + 1];
         for i in 0..=upto {
+            let get = |j: usize| -> Result<&Tensor> {
+                outs[j].as_ref().ok_or_else(|| Error::graph(format!("output of layer {j} was dropped")))
+            };
             let prev = || -> Result<&Tensor> {
                 if i == 0 {
                     Ok(&x)
                 } else {
-                    outs[i - 1].as_ref().ok_or_else(|| Error::graph(format!("output of layer {} was dropped", i - 1)))
+                    get(i - 1)
                 }
             };
-            let get = |j: usize| -> Result<&Tensor> {
-                outs[j].as_ref().ok_or_else(|| Error::graph(format!("output of layer {j} was dropped")))
+            // A conv in inference: on the fused kernel with the plan's fusions when it can.
+            let conv = |c: &ConvLayer, at: usize, residual: Option<(&Tensor, Activation)>| -> Result<Tensor> {
+                let sources = plan.conv_sources(&self.net, at);
+                let inputs = sources
+                    .iter()
+                    .map(|s| match s {
+                        Source::Input => Ok(&x),
+                        Source::Layer(j) => get(*j),
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                if let Some(y) = c.forward_fused(&inputs, residual)? {
+                    return Ok(y);
+                }
+                let input = match inputs.as_slice() {
+                    [one] => (*one).clone(),
+                    parts => Tensor::cat(parts, 1)?,
+                };
+                let y = c.forward(&input)?;
+                match residual {
+                    Some((r, activation)) => shortcut(&y, r, activation),
+                    None => Ok(y),
+                }
             };
-            let y = match (&self.net.layers[i].op, &self.params[i]) {
-                (Op::Conv(_), Params::Conv(c)) => match train.as_deref_mut() {
-                    None => c.forward(prev()?)?,
+            let y = match (&self.net.layers[i].op, &self.params[i], plan.steps[i]) {
+                (_, _, Step::IntoNextConv | Step::IntoNextShortcut) => None,
+                (Op::Conv(_), Params::Conv(c), _) => Some(match train.as_deref_mut() {
+                    None => conv(c, i, None)?,
                     Some(stats) => {
                         let (y, batch) = c.forward_train(prev()?)?;
                         if let Some((mean, var)) = batch {
@@ -259,86 +288,22 @@ impl Model {
                         }
                         y
                     }
-                },
-                (Op::Linear(_), Params::Linear(l)) => l.forward(&prev()?.flatten_from(1)?)?,
-                (Op::MaxPool { size, stride, padding }, _) if train.is_some() => {
-                    max_pool_differentiable(prev()?, *size, *stride, *padding)?
-                }
-                (Op::MaxPool { size, stride, padding }, _) => max_pool(prev()?, *size, *stride, *padding)?,
-                (Op::AvgPool, _) => global_avg_pool(prev()?)?,
-                (Op::Route { layers, groups, group_id }, _) => {
-                    let parts = layers
-                        .iter()
-                        .map(|&l| {
-                            let t = get(l)?;
-                            if *groups == 1 {
-                                return Ok(t.clone());
-                            }
-                            let n = t.dim(1)? / groups;
-                            Ok(t.narrow(1, group_id * n, n)?)
-                        })
-                        .collect::<Result<Vec<_>>>()?;
-                    if parts.len() == 1 {
-                        parts[0].clone()
-                    } else {
-                        Tensor::cat(&parts, 1)?
-                    }
-                }
-                (Op::Slice { from, start, len }, _) => get(*from)?.narrow(1, *start, *len)?,
-                (Op::Shortcut { from, activation }, _) => {
-                    let a = prev()?;
-                    let b = sample_like(get(*from)?, a)?;
-                    let b = &b;
-                    let (ca, cb) = (a.dim(1)?, b.dim(1)?);
-                    let sum = if ca == cb {
-                        (a + b)?
-                    } else {
-                        let n = ca.min(cb);
-                        let head = (a.narrow(1, 0, n)? + b.narrow(1, 0, n)?)?;
-                        if n == ca {
-                            head
-                        } else {
-                            Tensor::cat(&[head, a.narrow(1, n, ca - n)?], 1)?
-                        }
+                }),
+                (Op::Shortcut { from, activation }, _, _) if i > 0 && plan.steps[i - 1] == Step::IntoNextShortcut => {
+                    let Params::Conv(c) = &self.params[i - 1] else {
+                        return Err(Error::graph(format!("layer {} has no conv parameters", i - 1)));
                     };
-                    activation.forward(&sum)?
+                    Some(conv(c, i - 1, Some((get(*from)?, *activation)))?)
                 }
-                (Op::Upsample { stride }, _) => {
-                    let t = prev()?;
-                    let (n, c, h, w) = t.dims4()?;
-                    if train.is_some() {
-                        // candle's upsample backward overwrites instead of accumulating the
-                        // gradient; a broadcast is the same op with a correct backward.
-                        let s = *stride;
-                        t.reshape((n, c, h, 1, w, 1))?.broadcast_as((n, c, h, s, w, s))?.reshape((
-                            n,
-                            c,
-                            h * s,
-                            w * s,
-                        ))?
-                    } else {
-                        t.upsample_nearest2d(h * stride, w * stride)?
-                    }
-                }
-                (Op::Maxout { out_channels }, _) => {
-                    let t = prev()?;
-                    let (n, c, h, w) = t.dims4()?;
-                    // Channel k goes to group k mod M: view as [N, c/M, M, H, W] and max over dim 1.
-                    t.reshape((n, c / out_channels, *out_channels, h, w))?.max(1)?
-                }
-                (Op::Softmax, _) => candle_nn::ops::softmax(prev()?, 1)?,
-                (Op::Yolo(_), _) => prev()?.clone(),
-                (Op::Sam { from }, _) => (prev()? * get(*from)?)?,
-                (Op::ScaleChannels { from }, _) => get(*from)?.broadcast_mul(prev()?)?,
-                (op, _) => return Err(Error::graph(format!("layer {i} ({}) has no parameters loaded", op.kind()))),
+                (op, params, _) => Some(self.run_layer(i, op, params, &prev, &get, train.is_some())?),
             };
-            outs[i] = Some(y);
+            outs[i] = y;
             // Free what no later layer reads and the caller did not ask for.
-            if i > 0 && self.last_use[i - 1] <= i && !keep[i - 1] {
+            if i > 0 && plan.last_use[i - 1] <= i && !keep[i - 1] {
                 outs[i - 1] = None;
             }
             for r in self.net.layers[i].op.references() {
-                if self.last_use[r] <= i && !keep[r] {
+                if plan.last_use[r] <= i && !keep[r] {
                     outs[r] = None;
                 }
             }
@@ -349,10 +314,93 @@ impl Model {
             .collect()
     }
 
+    /// Layer `i` on its own: every op but a conv in inference (which `run_layers` runs with the
+    /// plan's fusions). `train`: differentiable pooling and upsampling.
+    fn run_layer<'a>(
+        &self,
+        i: usize,
+        op: &Op,
+        params: &Params,
+        prev: &dyn Fn() -> Result<&'a Tensor>,
+        get: &dyn Fn(usize) -> Result<&'a Tensor>,
+        train: bool,
+    ) -> Result<Tensor> {
+        Ok(match (op, params) {
+            (Op::Linear(_), Params::Linear(l)) => l.forward(&prev()?.flatten_from(1)?)?,
+            (Op::MaxPool { size, stride, padding }, _) if train => {
+                max_pool_differentiable(prev()?, *size, *stride, *padding)?
+            }
+            (Op::MaxPool { size, stride, padding }, _) => max_pool(prev()?, *size, *stride, *padding)?,
+            (Op::AvgPool, _) => global_avg_pool(prev()?)?,
+            (Op::Route { layers, groups, group_id }, _) => {
+                let parts = layers
+                    .iter()
+                    .map(|&l| {
+                        let t = get(l)?;
+                        if *groups == 1 {
+                            return Ok(t.clone());
+                        }
+                        let n = t.dim(1)? / groups;
+                        Ok(t.narrow(1, group_id * n, n)?)
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                if parts.len() == 1 {
+                    parts[0].clone()
+                } else {
+                    Tensor::cat(&parts, 1)?
+                }
+            }
+            (Op::Slice { from, start, len }, _) => get(*from)?.narrow(1, *start, *len)?,
+            (Op::Shortcut { from, activation }, _) => shortcut(prev()?, get(*from)?, *activation)?,
+            (Op::Upsample { stride }, _) => {
+                let t = prev()?;
+                let (n, c, h, w) = t.dims4()?;
+                if train {
+                    // candle's upsample backward overwrites instead of accumulating the
+                    // gradient; a broadcast is the same op with a correct backward.
+                    let s = *stride;
+                    t.reshape((n, c, h, 1, w, 1))?.broadcast_as((n, c, h, s, w, s))?.reshape((n, c, h * s, w * s))?
+                } else {
+                    t.upsample_nearest2d(h * stride, w * stride)?
+                }
+            }
+            (Op::Maxout { out_channels }, _) => {
+                let t = prev()?;
+                let (n, c, h, w) = t.dims4()?;
+                // Channel k goes to group k mod M: view as [N, c/M, M, H, W] and max over dim 1.
+                t.reshape((n, c / out_channels, *out_channels, h, w))?.max(1)?
+            }
+            (Op::Softmax, _) => candle_nn::ops::softmax(prev()?, 1)?,
+            (Op::Yolo(_), _) => prev()?.clone(),
+            (Op::Sam { from }, _) => (prev()? * get(*from)?)?,
+            (Op::ScaleChannels { from }, _) => get(*from)?.broadcast_mul(prev()?)?,
+            (op, _) => return Err(Error::graph(format!("layer {i} ({}) has no parameters loaded", op.kind()))),
+        })
+    }
+
     /// Softmax probabilities for classifier logits [N, classes].
     pub fn probabilities(logits: &Tensor) -> Result<Tensor> {
         Ok(candle_nn::ops::softmax(logits, D::Minus1)?)
     }
+}
+
+/// Darknet's shortcut: `a` + `from` on the leading channels both have (the rest of `a` as it is),
+/// then `activation`.
+fn shortcut(a: &Tensor, from: &Tensor, activation: Activation) -> Result<Tensor> {
+    let b = sample_like(from, a)?;
+    let (ca, cb) = (a.dim(1)?, b.dim(1)?);
+    let sum = if ca == cb {
+        (a + &b)?
+    } else {
+        let n = ca.min(cb);
+        let head = (a.narrow(1, 0, n)? + b.narrow(1, 0, n)?)?;
+        if n == ca {
+            head
+        } else {
+            Tensor::cat(&[head, a.narrow(1, n, ca - n)?], 1)?
+        }
+    };
+    Ok(activation.forward(&sum)?)
 }
 
 /// Darknet's shortcut reads a larger `from` map at every `stride`-th pixel (stride = the integer
@@ -373,19 +421,4 @@ fn l_name(net: &Network, i: usize) -> String {
         Op::Linear(l) => l.name.clone(),
         _ => format!("layers.{i}"),
     }
-}
-
-fn last_uses(net: &Network) -> Vec<usize> {
-    let mut last: Vec<usize> = (0..net.layers.len()).collect();
-    for (i, l) in net.layers.iter().enumerate() {
-        if i > 0 && l.op.reads_previous() {
-            last[i - 1] = last[i - 1].max(i);
-        }
-        for r in l.op.references() {
-            if r < last.len() {
-                last[r] = last[r].max(i);
-            }
-        }
-    }
-    last
 }

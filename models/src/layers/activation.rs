@@ -51,4 +51,63 @@ impl Activation {
             Activation::Logistic => candle_nn::ops::sigmoid(x),
         }
     }
+
+    /// out = activation(src + bias), elementwise on the CPU: the fused conv kernel's epilogue.
+    pub fn apply_with_bias(self, src: &[f32], bias: f32, out: &mut [f32]) {
+        let pairs = src.iter().zip(out.iter_mut());
+        match self {
+            Activation::Linear => pairs.for_each(|(s, o)| *o = s + bias),
+            Activation::Relu => pairs.for_each(|(s, o)| *o = (s + bias).max(0.0)),
+            Activation::Leaky { slope } => pairs.for_each(|(s, o)| *o = leaky(s + bias, slope)),
+            Activation::Mish => pairs.for_each(|(s, o)| *o = mish(s + bias)),
+            Activation::Swish => pairs.for_each(|(s, o)| *o = swish(s + bias)),
+            Activation::Logistic => pairs.for_each(|(s, o)| *o = logistic(s + bias)),
+        }
+    }
+
+    /// values = activation(values), elementwise on the CPU.
+    pub fn apply_in_place(self, values: &mut [f32]) {
+        let each = values.iter_mut();
+        match self {
+            Activation::Linear => {}
+            Activation::Relu => each.for_each(|v| *v = v.max(0.0)),
+            Activation::Leaky { slope } => each.for_each(|v| *v = leaky(*v, slope)),
+            Activation::Mish => each.for_each(|v| *v = mish(*v)),
+            Activation::Swish => each.for_each(|v| *v = swish(*v)),
+            Activation::Logistic => each.for_each(|v| *v = logistic(*v)),
+        }
+    }
+}
+
+#[inline]
+fn leaky(x: f32, slope: f32) -> f32 {
+    if x < 0.0 {
+        x * slope
+    } else {
+        x
+    }
+}
+
+/// x * tanh(ln(1 + e^x)) with one exp instead of exp, ln and tanh: with n = e^x (e^x + 2),
+/// tanh(ln(1 + e^x)) = n / (n + 2). Above 20 it is x in f32, as on the candle path (and e^2x would
+/// overflow further up).
+#[inline]
+fn mish(x: f32) -> f32 {
+    if x > 20.0 {
+        x
+    } else {
+        let e = x.exp();
+        let n = e * (e + 2.0);
+        x * n / (n + 2.0)
+    }
+}
+
+#[inline]
+fn swish(x: f32) -> f32 {
+    x / (1.0 + (-x).exp())
+}
+
+#[inline]
+fn logistic(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
 }

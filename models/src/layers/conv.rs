@@ -152,6 +152,16 @@ impl ConvLayer {
         Ok(ConvLayer { cpu, ..self.clone() })
     }
 
+    /// Inference on the fused CPU kernel with the executor's fusions: `inputs` concatenated along
+    /// channels, `residual` added after the activation (then its own activation). `None` when this
+    /// layer has no fused kernel or the kernel cannot read these tensors; the caller falls back.
+    pub fn forward_fused(&self, inputs: &[&Tensor], residual: Option<(&Tensor, Activation)>) -> Result<Option<Tensor>> {
+        match &self.cpu {
+            Some(kernel) => kernel.forward_tensors(inputs, residual),
+            None => Ok(None),
+        }
+    }
+
     /// Whether inference runs on the fused CPU kernel.
     pub fn uses_cpu_kernel(&self) -> bool {
         self.cpu.is_some()

@@ -1,0 +1,235 @@
+//! The CPU inference path of a folded convolution: conv + bias + activation in one candle custom
+//! op, as one blocked GEMM per group whose epilogue writes each output block once.
+//!
+//! - Weights are packed once, when the layer is prepared, into the micro-kernel's panel layout.
+//! - Per image, the input is packed into panels of output pixels: a 1x1 conv copies its rows as
+//!   they are, any other conv unfolds (im2col) one row at a time on the way in, so no im2col matrix
+//!   exists in full.
+//! - The output is cut into blocks of output channels x pixels, for every group at once, and the
+//!   blocks run in parallel: CSPResNeXt's 32-group convs become many small tasks rather than 32
+//!   GEMMs in a row.
+//! - Inside a block the reduction runs in chunks of KC so the input panel stays in L1 and the
+//!   weight panels in L2; the sums go to a per-thread block buffer, and bias and activation are
+//!   applied on the way from there to the output.
+
+mod kernel;
+mod pack;
+mod tensors;
+
+use std::cell::RefCell;
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape};
+use rayon::prelude::*;
+
+use super::{Activation, ConvSpec};
+use kernel::{Kernel, MR, NR};
+use pack::{Gemm, Shared, Unfold};
+
+/// Reduction chunk: a 16-column input panel of KC rows is 16 KiB, half an L1 data cache.
+const KC: usize = 256;
+/// Block size in panels: up to 8 x 6 output channels by 16 x 16 pixels (a 48 KiB block buffer).
+const BLOCK_M_PANELS: usize = 8;
+const BLOCK_N_PANELS: usize = 16;
+
+/// A prepared folded conv (see the module docs).
+#[derive(Clone, Debug)]
+pub struct CpuConv {
+    spec: ConvSpec,
+    gemm: Gemm,
+    /// `[group][panel][k][MR]` (see `pack`).
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+}
+
+thread_local! {
+    /// The packed input of the layer being run on this thread, grown to the largest seen and kept.
+    static PACKED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// A worker's block buffer.
+    static BLOCK: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// `f` with a thread-local buffer of at least `len` floats; a fresh one if the thread is already
+/// using it (a forward pass nested inside another's parallel section).
+fn with_buffer<R>(
+    key: &'static std::thread::LocalKey<RefCell<Vec<f32>>>,
+    len: usize,
+    f: impl FnOnce(&mut [f32]) -> R,
+) -> R {
+    key.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buffer) => {
+            if buffer.len() < len {
+                buffer.resize(len, 0.0);
+            }
+            f(&mut buffer[..len])
+        }
+        Err(_) => f(&mut vec![0f32; len]),
+    })
+}
+
+impl CpuConv {
+    /// `weight` in candle's `[out, in/groups, k, k]` order (contiguous), `bias` of `out`.
+    pub fn new(spec: ConvSpec, weight: Vec<f32>, bias: Vec<f32>) -> Self {
+        let gemm = Gemm {
+            groups: spec.groups,
+            m: spec.out_channels / spec.groups,
+            k: spec.in_channels / spec.groups * spec.kernel * spec.kernel,
+        };
+        assert_eq!(weight.len(), gemm.groups * gemm.m * gemm.k, "{}: weight size", spec.name);
+        assert_eq!(bias.len(), spec.out_channels, "{}: bias size", spec.name);
+        let weight = pack::pack_weights(&weight, gemm);
+        CpuConv { spec, gemm, weight, bias }
+    }
+
+    /// The output for one contiguous NCHW input.
+    pub fn run(&self, x: &[f32], n: usize, h: usize, w: usize) -> Vec<f32> {
+        let input = Planes { data: x, channels: self.spec.in_channels, image_stride: self.spec.in_channels * h * w };
+        self.run_fused(&[input], n, h, w, None)
+    }
+
+    /// The output for the concatenation (along channels) of `inputs`, each `n` images of `h x w`,
+    /// plus `residual` when given: `residual.activation(activation(conv + bias) + residual)`. So a
+    /// concat feeding a conv is never written, and a residual add costs no pass of its own.
+    pub fn run_fused(&self, inputs: &[Planes], n: usize, h: usize, w: usize, residual: Option<&Residual>) -> Vec<f32> {
+        let s = &self.spec;
+        assert_eq!(inputs.iter().map(|p| p.channels).sum::<usize>(), s.in_channels, "{}: input channels", s.name);
+        let (oh, ow) = s.out_size(h, w);
+        let geometry = Unfold { h, w, oh, ow, kernel: s.kernel, stride: s.stride, padding: s.padding };
+        let plane = oh * ow;
+        for p in inputs {
+            assert!(p.fits(n, h * w), "{}: input of {n} images of {} channels {h}x{w}", s.name, p.channels);
+        }
+        if let Some(r) = residual {
+            assert!(r.planes.channels == s.out_channels && r.planes.fits(n, plane), "{}: residual shape", s.name);
+        }
+        // Input channel c of image b: which part holds it, at which offset.
+        let mut parts = Vec::with_capacity(s.in_channels);
+        for (index, p) in inputs.iter().enumerate() {
+            parts.extend((0..p.channels).map(|c| (index, c * h * w)));
+        }
+        let mut out = vec![0f32; n * s.out_channels * plane];
+        let packed_len = self.gemm.groups * self.gemm.k * plane.div_ceil(NR) * NR;
+        let kernel = kernel::kernel();
+        with_buffer(&PACKED, packed_len, |packed| {
+            for (b, dst) in out.chunks_exact_mut(s.out_channels * plane).enumerate() {
+                let channel = |c: usize| {
+                    let (index, offset) = parts[c];
+                    let p = &inputs[index];
+                    &p.data[b * p.image_stride + offset..][..h * w]
+                };
+                pack::pack_input(channel, geometry, self.gemm, packed);
+                let residual = residual
+                    .map(|r| (&r.planes.data[b * r.planes.image_stride..][..s.out_channels * plane], r.activation));
+                self.multiply(kernel, packed, plane, dst, residual);
+            }
+        });
+        out
+    }
+
+    /// dst (`[out_channels, plane]`) = activation(weight x packed + bias) (+ residual, then its
+    /// activation), block by block in parallel.
+    fn multiply(
+        &self,
+        kernel: Kernel,
+        packed: &[f32],
+        plane: usize,
+        dst: &mut [f32],
+        residual: Option<(&[f32], Activation)>,
+    ) {
+        let Gemm { groups, m, k } = self.gemm;
+        let (m_panels, n_panels) = (self.gemm.m_panels(), plane.div_ceil(NR));
+        // Enough blocks to keep every thread busy to the end; smaller blocks only below that.
+        let wanted = 4 * rayon::current_num_threads();
+        let (mut bm, mut bn) = (BLOCK_M_PANELS.min(m_panels), BLOCK_N_PANELS.min(n_panels));
+        while groups * m_panels.div_ceil(bm) * n_panels.div_ceil(bn) < wanted && (bm > 1 || bn > 1) {
+            if bn > 1 {
+                bn = bn.div_ceil(2);
+            } else {
+                bm = bm.div_ceil(2);
+            }
+        }
+        let (m_blocks, n_blocks) = (m_panels.div_ceil(bm), n_panels.div_ceil(bn));
+        let out = Shared(dst.as_mut_ptr());
+        (0..groups * m_blocks * n_blocks).into_par_iter().for_each(|task| {
+            let (g, rest) = (task / (m_blocks * n_blocks), task % (m_blocks * n_blocks));
+            let (mp0, np0) = ((rest / n_blocks) * bm, (rest % n_blocks) * bn);
+            let (mps, nps) = (bm.min(m_panels - mp0), bn.min(n_panels - np0));
+            let ld = nps * NR;
+            with_buffer(&BLOCK, mps * MR * ld, |block| {
+                for k0 in (0..k).step_by(KC) {
+                    let kc = KC.min(k - k0);
+                    for jp in 0..nps {
+                        let b = &packed[((g * n_panels + np0 + jp) * k + k0) * NR..][..kc * NR];
+                        for ip in 0..mps {
+                            let a = &self.weight[((g * m_panels + mp0 + ip) * k + k0) * MR..][..kc * MR];
+                            let c = &mut block[ip * MR * ld + jp * NR..];
+                            assert!(c.len() >= (MR - 1) * ld + NR);
+                            // SAFETY: a and b hold kc panel rows and c the MR x NR corner at
+                            // stride ld (the slices and the assert above); block is this task's.
+                            unsafe { kernel(kc, a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), ld, k0 > 0) };
+                        }
+                    }
+                }
+                let (col0, cols) = (np0 * NR, (nps * NR).min(plane - np0 * NR));
+                for row in 0..(mps * MR).min(m - mp0 * MR) {
+                    let channel = g * m + mp0 * MR + row;
+                    // SAFETY: this block is the only writer of columns col0..col0+cols of its
+                    // channels, and channel * plane + col0 + cols <= dst.len().
+                    let target = unsafe { std::slice::from_raw_parts_mut(out.ptr().add(channel * plane + col0), cols) };
+                    self.spec.activation.apply_with_bias(&block[row * ld..row * ld + cols], self.bias[channel], target);
+                    if let Some((values, activation)) = residual {
+                        let add = &values[channel * plane + col0..][..cols];
+                        target.iter_mut().zip(add).for_each(|(t, r)| *t += r);
+                        activation.apply_in_place(target);
+                    }
+                }
+            });
+        });
+    }
+}
+
+/// `channels` channels of an NCHW f32 map: image b's channel c is the plane at
+/// `data[b * image_stride + c * h * w..]`. A contiguous tensor, or a channel slice of one.
+#[derive(Clone, Copy, Debug)]
+pub struct Planes<'a> {
+    pub data: &'a [f32],
+    pub channels: usize,
+    pub image_stride: usize,
+}
+
+impl Planes<'_> {
+    fn fits(&self, n: usize, plane: usize) -> bool {
+        n == 0 || (n - 1) * self.image_stride + self.channels * plane <= self.data.len()
+    }
+}
+
+/// A map added to a conv's output (a residual connection), then `activation`.
+#[derive(Clone, Copy, Debug)]
+pub struct Residual<'a> {
+    pub planes: Planes<'a>,
+    pub activation: Activation,
+}
+
+impl CustomOp1 for CpuConv {
+    fn name(&self) -> &'static str {
+        "csp-cpu-conv"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let CpuStorage::F32(data) = storage else {
+            candle_core::bail!("{}: f32 input expected, got {:?}", self.name(), storage.dtype())
+        };
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("{}: contiguous input expected", self.name())
+        };
+        let &[n, c, h, w] = layout.shape().dims() else {
+            candle_core::bail!("{}: NCHW input expected, got {:?}", self.name(), layout.shape())
+        };
+        if c != self.spec.in_channels {
+            candle_core::bail!("{}: {} input channels, got {c}", self.spec.name, self.spec.in_channels)
+        }
+        let out = self.run(&data[start..end], n, h, w);
+        let (oh, ow) = self.spec.out_size(h, w);
+        Ok((CpuStorage::F32(out), Shape::from((n, self.spec.out_channels, oh, ow))))
+    }
+}
