@@ -168,3 +168,44 @@ fn a_detector_matches_candle() {
         assert!(diff <= bound, "head {i}: relative difference {diff:e}, candle's own folding noise {noise:e}");
     }
 }
+
+/// The executor's fusions and their fallbacks against candle's ops on a small graph: a residual
+/// fused into its conv, a concat of a conv output and a channel slice read by a conv, and two
+/// shortcuts the kernel cannot take (fewer channels than the residual; a residual twice the size,
+/// read at every other pixel), at batch 3 and odd sizes.
+#[test]
+fn fused_graphs_match_candle() {
+    use csp_models::network::{NetworkBuilder, Op};
+    use csp_models::preprocess::Preprocess;
+    let leaky = Activation::DARKNET_LEAKY;
+    let mut b = NetworkBuilder::new(3);
+    let a = b.conv("a", 8, 3, 1, 1, leaky); // 0
+    let c1 = b.conv("b", 8, 1, 1, 1, leaky); // 1
+    b.conv("c", 8, 3, 1, 1, Activation::Linear); // 2: run with the shortcut
+    let sum = b.push(Op::Shortcut { from: c1, activation: leaky }, "fused residual"); // 3
+    let part = b.slice(sum, 2, 4); // 4
+    b.concat(&[a, part]); // 5: read by the conv
+    b.conv("d", 6, 1, 1, 1, Activation::Mish); // 6
+    b.push(Op::Shortcut { from: a, activation: Activation::Linear }, "6 + 8 channels"); // 7
+    let down = b.conv("e", 8, 3, 2, 1, leaky); // 8
+    b.conv("f", 8, 1, 1, 1, leaky); // 9
+    let strided = b.push(Op::Shortcut { from: a, activation: Activation::Linear }, "2x map"); // 10
+    b.concat(&[strided, down]); // 11
+    b.conv("g", 4, 3, 1, 2, leaky); // 12
+    let net = b.finish("fusions", (13, 11), 0, Preprocess::TIMM);
+    let fast = random_model(net, &Device::Cpu).unwrap().folded().unwrap();
+    let reference = fast.with_engine(Engine::Candle).unwrap();
+    let x = tensor(&[3, 3, 13, 11], 9);
+    for layer in [3, 6, 7, 10, 12] {
+        let ours = fast.run_many(&x, &[layer]).unwrap();
+        let theirs = reference.run_many(&x, &[layer]).unwrap();
+        let diff = relative_diff(&ours[0], &theirs[0]);
+        assert!(diff <= TOLERANCE, "layer {layer}: relative difference {diff:e}");
+    }
+    // Every output at once: nothing asked for may be folded away.
+    let all: Vec<usize> = (0..13).collect();
+    for (layer, (ours, theirs)) in fast.run_many(&x, &all).unwrap().iter().zip(reference.run_many(&x, &all).unwrap()).enumerate() {
+        let diff = relative_diff(ours, &theirs);
+        assert!(diff <= TOLERANCE, "layer {layer} (all kept): relative difference {diff:e}");
+    }
+}
