@@ -85,7 +85,7 @@ fn layer(c: &Case, activation: Activation, seed: u64) -> ConvLayer {
 #[test]
 fn single_layers_match_candle() {
     let mut cases = vec![
-        case(8, 16, 1, 1, 0, 1),   // direct GEMM, no unfolding
+        case(8, 16, 1, 1, 0, 1),   // 1x1: the input packed as it is (a partial last panel)
         case(8, 16, 1, 2, 0, 1),   // 1x1 with stride: unfolded
         case(6, 10, 1, 1, 1, 1),   // 1x1 with padding
         case(7, 5, 3, 1, 1, 1),    // odd channel counts
@@ -99,6 +99,10 @@ fn single_layers_match_candle() {
         case(8, 8, 1, 1, 0, 4),    // grouped 1x1
     ];
     cases.push(Case { n: 3, h: 7, w: 11, ..case(6, 9, 3, 1, 1, 1) }); // a batch
+                                                                      // 1x1 over whole panels (8x8, 4x16): the input rows read in place, a batch of them, and a
+                                                                      // reduction longer than one chunk.
+    cases.push(Case { n: 2, h: 8, w: 8, ..case(9, 13, 1, 1, 0, 1) });
+    cases.push(Case { n: 1, h: 4, w: 16, ..case(300, 7, 1, 1, 0, 1) });
     cases.push(Case { h: 1, w: 1, ..case(4, 4, 3, 1, 1, 1) }); // 1x1 image
     cases.push(Case { h: 2, w: 17, ..case(3, 8, 3, 2, 1, 1) }); // thin image
     for (i, c) in cases.iter().enumerate() {
@@ -204,7 +208,9 @@ fn fused_graphs_match_candle() {
     }
     // Every output at once: nothing asked for may be folded away.
     let all: Vec<usize> = (0..13).collect();
-    for (layer, (ours, theirs)) in fast.run_many(&x, &all).unwrap().iter().zip(reference.run_many(&x, &all).unwrap()).enumerate() {
+    for (layer, (ours, theirs)) in
+        fast.run_many(&x, &all).unwrap().iter().zip(reference.run_many(&x, &all).unwrap()).enumerate()
+    {
         let diff = relative_diff(ours, &theirs);
         assert!(diff <= TOLERANCE, "layer {layer} (all kept): relative difference {diff:e}");
     }

@@ -11,13 +11,14 @@ pub const MR: usize = 6;
 /// Output columns (input panel width).
 pub const NR: usize = 16;
 
-/// `c[r * ldc + j] (+)= sum_p a[p * MR + r] * b[p * NR + j]` for r < MR, j < NR; with
+/// `c[r * ldc + j] (+)= sum_p a[p * MR + r] * b[p * ldb + j]` for r < MR, j < NR; with
 /// `accumulate` false, c is overwritten.
 ///
 /// # Safety
-/// `a` holds `kc * MR` floats, `b` `kc * NR`, and `c` rows `0..MR` of `NR` floats at stride `ldc`;
-/// `c` aliases neither input.
-pub type Kernel = unsafe fn(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, accumulate: bool);
+/// `a` holds `kc * MR` floats, `b` `kc` rows of `NR` floats at stride `ldb`, and `c` rows `0..MR`
+/// of `NR` floats at stride `ldc`; `c` aliases neither input.
+pub type Kernel =
+    unsafe fn(kc: usize, a: *const f32, b: *const f32, ldb: usize, c: *mut f32, ldc: usize, accumulate: bool);
 
 /// The fastest kernel this CPU runs.
 pub fn kernel() -> Kernel {
@@ -34,7 +35,7 @@ pub fn kernel() -> Kernel {
 ///
 /// # Safety
 /// See [`Kernel`].
-pub unsafe fn portable(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, accumulate: bool) {
+pub unsafe fn portable(kc: usize, a: *const f32, b: *const f32, ldb: usize, c: *mut f32, ldc: usize, accumulate: bool) {
     let mut acc = [[0f32; NR]; MR];
     if accumulate {
         for (r, row) in acc.iter_mut().enumerate() {
@@ -42,7 +43,7 @@ pub unsafe fn portable(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc
         }
     }
     for p in 0..kc {
-        let bp = std::slice::from_raw_parts(b.add(p * NR), NR);
+        let bp = std::slice::from_raw_parts(b.add(p * ldb), NR);
         for (r, row) in acc.iter_mut().enumerate() {
             let ar = *a.add(p * MR + r);
             for (v, bv) in row.iter_mut().zip(bp) {
@@ -59,7 +60,7 @@ pub unsafe fn portable(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc
 /// See [`Kernel`]; the CPU must have AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn avx2_fma(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, accumulate: bool) {
+unsafe fn avx2_fma(kc: usize, a: *const f32, b: *const f32, ldb: usize, c: *mut f32, ldc: usize, accumulate: bool) {
     use std::arch::x86_64::*;
     let mut lo = [_mm256_setzero_ps(); MR];
     let mut hi = [_mm256_setzero_ps(); MR];
@@ -79,7 +80,7 @@ unsafe fn avx2_fma(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: us
             hi[r] = _mm256_fmadd_ps(ar, b1, hi[r]);
         }
         a = a.add(MR);
-        b = b.add(NR);
+        b = b.add(ldb);
     }
     for r in 0..MR {
         _mm256_storeu_ps(c.add(r * ldc), lo[r]);
@@ -95,15 +96,17 @@ mod tests {
     fn the_dispatched_kernel_matches_the_portable_one() {
         let kc = 37;
         let a: Vec<f32> = (0..kc * MR).map(|i| ((i * 7 % 13) as f32 - 6.0) / 8.0).collect();
-        let b: Vec<f32> = (0..kc * NR).map(|i| ((i * 5 % 11) as f32 - 5.0) / 4.0).collect();
+        // Rows of B at a stride wider than NR, as a 1x1 conv's input rows are read in place.
+        let ldb = NR + 5;
+        let b: Vec<f32> = (0..kc * ldb).map(|i| ((i * 5 % 11) as f32 - 5.0) / 4.0).collect();
         let ldc = NR + 3;
         for accumulate in [false, true] {
             let start: Vec<f32> = (0..MR * ldc).map(|i| i as f32).collect();
             let (mut ours, mut reference) = (start.clone(), start.clone());
             // SAFETY: the buffers have the sizes the kernel contract asks for.
             unsafe {
-                kernel()(kc, a.as_ptr(), b.as_ptr(), ours.as_mut_ptr(), ldc, accumulate);
-                portable(kc, a.as_ptr(), b.as_ptr(), reference.as_mut_ptr(), ldc, accumulate);
+                kernel()(kc, a.as_ptr(), b.as_ptr(), ldb, ours.as_mut_ptr(), ldc, accumulate);
+                portable(kc, a.as_ptr(), b.as_ptr(), ldb, reference.as_mut_ptr(), ldc, accumulate);
             }
             for r in 0..MR {
                 for j in 0..ldc {
@@ -111,7 +114,7 @@ mod tests {
                     if j >= NR {
                         assert_eq!(x, start[r * ldc + j], "column {j} is outside the block");
                     } else {
-                        let exact: f32 = (0..kc).map(|p| a[p * MR + r] * b[p * NR + j]).sum::<f32>()
+                        let exact: f32 = (0..kc).map(|p| a[p * MR + r] * b[p * ldb + j]).sum::<f32>()
                             + if accumulate { start[r * ldc + j] } else { 0.0 };
                         assert!((x - y).abs() <= 1e-4 * exact.abs().max(1.0), "{r},{j}: {x} vs {y}");
                         assert!((x - exact).abs() <= 1e-3 * exact.abs().max(1.0), "{r},{j}: {x} vs {exact}");

@@ -110,17 +110,34 @@ impl CpuConv {
         let mut out = vec![0f32; n * s.out_channels * plane];
         let packed_len = self.gemm.groups * self.gemm.k * plane.div_ceil(NR) * NR;
         let kernel = kernel::kernel();
+        // A 1x1 conv reads its input rows in place when its panels are whole (no partial last panel
+        // to read past a row's end); one group, so chunks of the reduction never straddle groups.
+        let in_place = geometry.is_identity() && s.groups == 1 && plane % NR == 0;
+        let packed_len = if in_place { 0 } else { packed_len };
         with_buffer(&PACKED, packed_len, |packed| {
             for (b, dst) in out.chunks_exact_mut(s.out_channels * plane).enumerate() {
+                let residual = residual
+                    .map(|r| (&r.planes.data[b * r.planes.image_stride..][..s.out_channels * plane], r.activation));
+                if in_place {
+                    let mut first = 0;
+                    let rows = inputs
+                        .iter()
+                        .map(|p| {
+                            let run = (first, &p.data[b * p.image_stride..][..p.channels * plane]);
+                            first += p.channels;
+                            run
+                        })
+                        .collect();
+                    self.multiply(kernel, &Rhs::Rows(rows), plane, dst, residual);
+                    continue;
+                }
                 let channel = |c: usize| {
                     let (index, offset) = parts[c];
                     let p = &inputs[index];
                     &p.data[b * p.image_stride + offset..][..h * w]
                 };
                 pack::pack_input(channel, geometry, self.gemm, packed);
-                let residual = residual
-                    .map(|r| (&r.planes.data[b * r.planes.image_stride..][..s.out_channels * plane], r.activation));
-                self.multiply(kernel, packed, plane, dst, residual);
+                self.multiply(kernel, &Rhs::Packed(packed), plane, dst, residual);
             }
         });
         out
@@ -131,7 +148,7 @@ impl CpuConv {
     fn multiply(
         &self,
         kernel: Kernel,
-        packed: &[f32],
+        rhs: &Rhs,
         plane: usize,
         dst: &mut [f32],
         residual: Option<(&[f32], Activation)>,
@@ -149,6 +166,18 @@ impl CpuConv {
             }
         }
         let (m_blocks, n_blocks) = (m_panels.div_ceil(bm), n_panels.div_ceil(bn));
+        // Reduction chunks (first row, rows, run): KC rows at most, inside one run of in-place rows.
+        let chunks: Vec<(usize, usize, usize)> = match rhs {
+            Rhs::Packed(_) => (0..k).step_by(KC).map(|k0| (k0, KC.min(k - k0), 0)).collect(),
+            Rhs::Rows(runs) => runs
+                .iter()
+                .enumerate()
+                .flat_map(|(run, &(first, data))| {
+                    let rows = data.len() / plane;
+                    (0..rows).step_by(KC).map(move |o| (first + o, KC.min(rows - o), run))
+                })
+                .collect(),
+        };
         let out = Shared(dst.as_mut_ptr());
         (0..groups * m_blocks * n_blocks).into_par_iter().for_each(|task| {
             let (g, rest) = (task / (m_blocks * n_blocks), task % (m_blocks * n_blocks));
@@ -156,17 +185,25 @@ impl CpuConv {
             let (mps, nps) = (bm.min(m_panels - mp0), bn.min(n_panels - np0));
             let ld = nps * NR;
             with_buffer(&BLOCK, mps * MR * ld, |block| {
-                for k0 in (0..k).step_by(KC) {
-                    let kc = KC.min(k - k0);
+                for &(k0, kc, run) in &chunks {
                     for jp in 0..nps {
-                        let b = &packed[((g * n_panels + np0 + jp) * k + k0) * NR..][..kc * NR];
+                        let (b, ldb) = match rhs {
+                            Rhs::Packed(packed) => {
+                                (&packed[((g * n_panels + np0 + jp) * k + k0) * NR..][..kc * NR], NR)
+                            }
+                            Rhs::Rows(runs) => {
+                                let (first, data) = runs[run];
+                                (&data[(k0 - first) * plane + (np0 + jp) * NR..][..(kc - 1) * plane + NR], plane)
+                            }
+                        };
                         for ip in 0..mps {
                             let a = &self.weight[((g * m_panels + mp0 + ip) * k + k0) * MR..][..kc * MR];
                             let c = &mut block[ip * MR * ld + jp * NR..];
                             assert!(c.len() >= (MR - 1) * ld + NR);
-                            // SAFETY: a and b hold kc panel rows and c the MR x NR corner at
-                            // stride ld (the slices and the assert above); block is this task's.
-                            unsafe { kernel(kc, a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), ld, k0 > 0) };
+                            // SAFETY: a and b hold kc panel rows (b at stride ldb) and c the MR x NR
+                            // corner at stride ld (the slices and the assert above); block is this
+                            // task's.
+                            unsafe { kernel(kc, a.as_ptr(), b.as_ptr(), ldb, c.as_mut_ptr(), ld, k0 > 0) };
                         }
                     }
                 }
@@ -186,6 +223,15 @@ impl CpuConv {
             });
         });
     }
+}
+
+/// The GEMM's right-hand side for one image.
+enum Rhs<'a> {
+    /// `[group][panel][k][NR]` (see `pack`).
+    Packed(&'a [f32]),
+    /// A 1x1 conv's input rows in place: runs of consecutive rows (the first row's index, the rows
+    /// one after another), one run per input part.
+    Rows(Vec<(usize, &'a [f32])>),
 }
 
 /// `channels` channels of an NCHW f32 map: image b's channel c is the plane at
