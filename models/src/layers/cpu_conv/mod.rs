@@ -45,6 +45,8 @@ pub struct CpuConv {
 thread_local! {
     /// The packed input of the layer being run on this thread, grown to the largest seen and kept.
     static PACKED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// A worker's packed input panels (and one unfolded line), likewise.
+    static PANELS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     /// A worker's block buffer.
     static BLOCK: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
@@ -108,38 +110,43 @@ impl CpuConv {
             parts.extend((0..p.channels).map(|c| (index, c * h * w)));
         }
         let mut out = vec![0f32; n * s.out_channels * plane];
-        let packed_len = self.gemm.groups * self.gemm.k * plane.div_ceil(NR) * NR;
         let kernel = kernel::kernel();
         // A 1x1 conv reads its input rows in place when its panels are whole (no partial last panel
         // to read past a row's end); one group, so chunks of the reduction never straddle groups.
         let in_place = geometry.is_identity() && s.groups == 1 && plane % NR == 0;
-        let packed_len = if in_place { 0 } else { packed_len };
-        with_buffer(&PACKED, packed_len, |packed| {
-            for (b, dst) in out.chunks_exact_mut(s.out_channels * plane).enumerate() {
-                let residual = residual
-                    .map(|r| (&r.planes.data[b * r.planes.image_stride..][..s.out_channels * plane], r.activation));
-                if in_place {
-                    let mut first = 0;
-                    let rows = inputs
-                        .iter()
-                        .map(|p| {
-                            let run = (first, &p.data[b * p.image_stride..][..p.channels * plane]);
-                            first += p.channels;
-                            run
-                        })
-                        .collect();
-                    self.multiply(kernel, &Rhs::Rows(rows), plane, dst, residual);
-                    continue;
-                }
+        for (b, dst) in out.chunks_exact_mut(s.out_channels * plane).enumerate() {
+            let residual =
+                residual.map(|r| (&r.planes.data[b * r.planes.image_stride..][..s.out_channels * plane], r.activation));
+            if in_place {
+                let mut first = 0;
+                let rows = inputs
+                    .iter()
+                    .map(|p| {
+                        let run = (first, &p.data[b * p.image_stride..][..p.channels * plane]);
+                        first += p.channels;
+                        run
+                    })
+                    .collect();
+                self.multiply(kernel, &Rhs::Rows(rows), plane, dst, residual);
+            } else {
                 let channel = |c: usize| {
                     let (index, offset) = parts[c];
                     let p = &inputs[index];
                     &p.data[b * p.image_stride + offset..][..h * w]
                 };
-                pack::pack_input(channel, geometry, self.gemm, packed);
-                self.multiply(kernel, &Rhs::Packed(packed), plane, dst, residual);
+                if s.groups == 1 {
+                    // Every block of output channels reads the same input: pack it once.
+                    with_buffer(&PACKED, self.gemm.k * plane.div_ceil(NR) * NR, |packed| {
+                        pack::pack_image(&channel, geometry, self.gemm, packed);
+                        self.multiply(kernel, &Rhs::Packed(packed), plane, dst, residual);
+                    });
+                } else {
+                    // A group's input is read by its own few channels only: each block packs its
+                    // part as it goes, into a buffer that stays in cache.
+                    self.multiply(kernel, &Rhs::Image { channel: &channel, geometry }, plane, dst, residual);
+                }
             }
-        });
+        }
         out
     }
 
@@ -168,7 +175,7 @@ impl CpuConv {
         let (m_blocks, n_blocks) = (m_panels.div_ceil(bm), n_panels.div_ceil(bn));
         // Reduction chunks (first row, rows, run): KC rows at most, inside one run of in-place rows.
         let chunks: Vec<(usize, usize, usize)> = match rhs {
-            Rhs::Packed(_) => (0..k).step_by(KC).map(|k0| (k0, KC.min(k - k0), 0)).collect(),
+            Rhs::Packed(_) | Rhs::Image { .. } => (0..k).step_by(KC).map(|k0| (k0, KC.min(k - k0), 0)).collect(),
             Rhs::Rows(runs) => runs
                 .iter()
                 .enumerate()
@@ -184,29 +191,38 @@ impl CpuConv {
             let (mp0, np0) = ((rest / n_blocks) * bm, (rest % n_blocks) * bn);
             let (mps, nps) = (bm.min(m_panels - mp0), bn.min(n_panels - np0));
             let ld = nps * NR;
+            let scratch = match rhs {
+                Rhs::Image { .. } => (KC + 1) * ld,
+                Rhs::Packed(_) | Rhs::Rows(_) => 0,
+            };
             with_buffer(&BLOCK, mps * MR * ld, |block| {
-                for &(k0, kc, run) in &chunks {
-                    for jp in 0..nps {
-                        let (b, ldb) = match rhs {
-                            Rhs::Packed(packed) => {
-                                (&packed[((g * n_panels + np0 + jp) * k + k0) * NR..][..kc * NR], NR)
+                with_buffer(&PANELS, scratch, |scratch| {
+                    let (panels, line) = scratch.split_at_mut(scratch.len().saturating_sub(ld));
+                    for &(k0, kc, run) in &chunks {
+                        if let Rhs::Image { channel, geometry } = rhs {
+                            pack::pack_block(channel, *geometry, self.gemm, (g, k0, kc), (np0 * NR, nps), line, panels);
+                        }
+                        for jp in 0..nps {
+                            let (b, ldb) = match rhs {
+                                Rhs::Packed(packed) => (&packed[((np0 + jp) * k + k0) * NR..][..kc * NR], NR),
+                                Rhs::Image { .. } => (&panels[jp * kc * NR..][..kc * NR], NR),
+                                Rhs::Rows(runs) => {
+                                    let (first, data) = runs[run];
+                                    (&data[(k0 - first) * plane + (np0 + jp) * NR..][..(kc - 1) * plane + NR], plane)
+                                }
+                            };
+                            for ip in 0..mps {
+                                let a = &self.weight[((g * m_panels + mp0 + ip) * k + k0) * MR..][..kc * MR];
+                                let c = &mut block[ip * MR * ld + jp * NR..];
+                                assert!(c.len() >= (MR - 1) * ld + NR);
+                                // SAFETY: a and b hold kc panel rows (b at stride ldb) and c the
+                                // MR x NR corner at stride ld (the slices and the assert above);
+                                // block is this task's.
+                                unsafe { kernel(kc, a.as_ptr(), b.as_ptr(), ldb, c.as_mut_ptr(), ld, k0 > 0) };
                             }
-                            Rhs::Rows(runs) => {
-                                let (first, data) = runs[run];
-                                (&data[(k0 - first) * plane + (np0 + jp) * NR..][..(kc - 1) * plane + NR], plane)
-                            }
-                        };
-                        for ip in 0..mps {
-                            let a = &self.weight[((g * m_panels + mp0 + ip) * k + k0) * MR..][..kc * MR];
-                            let c = &mut block[ip * MR * ld + jp * NR..];
-                            assert!(c.len() >= (MR - 1) * ld + NR);
-                            // SAFETY: a and b hold kc panel rows (b at stride ldb) and c the MR x NR
-                            // corner at stride ld (the slices and the assert above); block is this
-                            // task's.
-                            unsafe { kernel(kc, a.as_ptr(), b.as_ptr(), ldb, c.as_mut_ptr(), ld, k0 > 0) };
                         }
                     }
-                }
+                });
                 let (col0, cols) = (np0 * NR, (nps * NR).min(plane - np0 * NR));
                 for row in 0..(mps * MR).min(m - mp0 * MR) {
                     let channel = g * m + mp0 * MR + row;
@@ -227,8 +243,10 @@ impl CpuConv {
 
 /// The GEMM's right-hand side for one image.
 enum Rhs<'a> {
-    /// `[group][panel][k][NR]` (see `pack`).
+    /// One group's input, packed: `[panel][k][NR]`.
     Packed(&'a [f32]),
+    /// Input channel planes, packed (and unfolded) block by block by the tasks that use them.
+    Image { channel: &'a (dyn Fn(usize) -> &'a [f32] + Sync), geometry: Unfold },
     /// A 1x1 conv's input rows in place: runs of consecutive rows (the first row's index, the rows
     /// one after another), one run per input part.
     Rows(Vec<(usize, &'a [f32])>),

@@ -1,10 +1,10 @@
 //! Packing into the panel layouts the micro-kernel streams through.
 //!
 //! Weights, once at load: for each group, panels of MR output channels, k-major inside a panel
-//! (`[group][panel][k][MR]`), the last panel zero-padded. Input, per image and layer: the GEMM's
-//! right-hand side (the image itself for a 1x1 conv, its im2col rows otherwise) as panels of NR
-//! output pixels (`[group][panel][k][NR]`). The unfolding happens row by row on the way into the
-//! panels, so no im2col matrix is ever written in full.
+//! (`[group][panel][k][MR]`), the last panel zero-padded. Input, per block of the output and chunk
+//! of the reduction, by the task that computes it: the GEMM's right-hand side (the image itself for
+//! a 1x1 conv, its im2col rows otherwise) as panels of NR output pixels (`[panel][k][NR]`), into a
+//! buffer that stays in cache. No im2col matrix is ever written in full.
 
 use rayon::prelude::*;
 
@@ -74,85 +74,95 @@ impl Shared {
     }
 }
 
-thread_local! {
-    /// One unfolded im2col row, reused.
-    static ROW: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// One image -> `packed` (`[group][panel][k][NR]`, at least `rows * panels * NR` floats,
-/// rows = groups * k = channels * kernel^2). `channel(c)` is input channel c's `h x w` plane.
-/// Columns past the last pixel keep whatever they held: their results are never stored.
-pub fn pack_input<'a>(channel: impl Fn(usize) -> &'a [f32] + Sync, geometry: Unfold, gemm: Gemm, packed: &mut [f32]) {
-    let plane = geometry.oh * geometry.ow;
-    let panels = plane.div_ceil(NR);
-    let rows = gemm.groups * gemm.k;
-    assert!(packed.len() >= rows * panels * NR);
-    let dst = Shared(packed.as_mut_ptr());
-    let taps = geometry.kernel * geometry.kernel;
-    let scatter = |row: usize, src: &[f32]| {
-        let (g, kr) = (row / gemm.k, row % gemm.k);
-        let at = |p: usize| ((g * panels + p) * gemm.k + kr) * NR;
-        let (full, tail) = src.split_at(src.len() / NR * NR);
-        for (p, chunk) in full.chunks_exact(NR).enumerate() {
-            let chunk: &[f32; NR] = chunk.try_into().expect("NR floats");
-            // SAFETY: row `row` of each panel is written by this task only, and `at(p) + NR` is
-            // within `packed` (asserted above). A fixed-size copy: two vector moves, no memcpy call.
-            unsafe { dst.ptr().add(at(p)).cast::<[f32; NR]>().write_unaligned(*chunk) };
-        }
-        if !tail.is_empty() {
-            // SAFETY: as above, for the last, partial panel.
-            unsafe { std::ptr::copy_nonoverlapping(tail.as_ptr(), dst.ptr().add(at(full.len() / NR)), tail.len()) };
-        }
-    };
-    (0..rows).into_par_iter().with_min_len(16).for_each(|row| {
-        if geometry.is_identity() {
-            scatter(row, channel(row));
-            return;
-        }
-        let (c, tap) = (row / taps, row % taps);
-        let source = channel(c);
-        ROW.with(|cell| match cell.try_borrow_mut() {
-            Ok(mut line) => {
-                line.resize(plane, 0.0);
-                unfold_row(source, geometry, tap / geometry.kernel, tap % geometry.kernel, &mut line);
-                scatter(row, &line);
-            }
-            // Re-entered on this thread (a nested forward pass): a fresh buffer.
-            Err(_) => {
-                let mut line = vec![0f32; plane];
-                unfold_row(source, geometry, tap / geometry.kernel, tap % geometry.kernel, &mut line);
-                scatter(row, &line);
-            }
-        });
+/// One group's whole input (`groups == 1`) into `packed` as `[panel][k][NR]`, panels split
+/// between threads.
+pub fn pack_image<'a>(
+    channel: &(impl Fn(usize) -> &'a [f32] + Sync),
+    geometry: Unfold,
+    gemm: Gemm,
+    packed: &mut [f32],
+) {
+    const PANELS_PER_TASK: usize = 4;
+    let panels = (geometry.oh * geometry.ow).div_ceil(NR);
+    let packed = &mut packed[..panels * gemm.k * NR];
+    packed.par_chunks_mut(PANELS_PER_TASK * gemm.k * NR).enumerate().for_each(|(task, out)| {
+        let first = task * PANELS_PER_TASK;
+        let count = out.len() / (gemm.k * NR);
+        let mut line = [0f32; PANELS_PER_TASK * NR];
+        pack_block(channel, geometry, gemm, (0, 0, gemm.k), (first * NR, count), &mut line, out);
     });
 }
 
-/// im2col row (ky, kx) of one channel: out[oy * ow + ox] = x[oy*stride - pad + ky, ox*stride - pad + kx],
-/// zero outside the image.
-fn unfold_row(plane: &[f32], g: Unfold, ky: usize, kx: usize, out: &mut [f32]) {
+/// Rows `k0..k0 + kc` of group `g`'s GEMM input (the image itself for a 1x1 conv, its im2col rows
+/// otherwise), columns `col0..col0 + panels * NR`, into `out` as `[panel][kc][NR]`. `channel(c)` is
+/// input channel c's `h x w` plane; `line` is scratch of `panels * NR` floats. Columns past the
+/// last pixel keep whatever they held: their results are never stored.
+#[allow(clippy::too_many_arguments)]
+pub fn pack_block<'a>(
+    channel: &impl Fn(usize) -> &'a [f32],
+    geometry: Unfold,
+    gemm: Gemm,
+    (g, k0, kc): (usize, usize, usize),
+    (col0, panels): (usize, usize),
+    line: &mut [f32],
+    out: &mut [f32],
+) {
+    let plane = geometry.oh * geometry.ow;
+    let cols = (panels * NR).min(plane - col0);
+    let taps = geometry.kernel * geometry.kernel;
+    let out = &mut out[..panels * kc * NR];
+    for r in 0..kc {
+        let row = g * gemm.k + k0 + r;
+        let (c, tap) = (row / taps, row % taps);
+        let source = channel(c);
+        let values: &[f32] = if geometry.is_identity() {
+            &source[col0..col0 + cols]
+        } else {
+            let line = &mut line[..cols];
+            unfold_range(source, geometry, (tap / geometry.kernel, tap % geometry.kernel), col0, line);
+            line
+        };
+        for (p, chunk) in values.chunks(NR).enumerate() {
+            out[(p * kc + r) * NR..][..chunk.len()].copy_from_slice(chunk);
+        }
+    }
+}
+
+/// Columns `n0..n0 + out.len()` of the im2col row (ky, kx) of one channel:
+/// out[oy * ow + ox - n0] = x[oy*stride - pad + ky, ox*stride - pad + kx], zero outside the image.
+fn unfold_range(plane: &[f32], g: Unfold, (ky, kx): (usize, usize), n0: usize, out: &mut [f32]) {
     let pad = g.padding as isize;
     let dx = kx as isize - pad;
-    for (oy, line_out) in out.chunks_exact_mut(g.ow).enumerate() {
+    let (ow, w) = (g.ow as isize, g.w as isize);
+    // Output columns whose input x = ox * stride + dx falls inside a line (stride 1).
+    let inside_lo = (-dx).clamp(0, ow) as usize;
+    let inside_hi = (w - dx).clamp(inside_lo as isize, ow) as usize;
+    let mut n = n0;
+    let end = n0 + out.len();
+    while n < end {
+        let (oy, ox0) = (n / g.ow, n % g.ow);
+        let ox1 = g.ow.min(ox0 + (end - n));
+        let segment = &mut out[n - n0..n - n0 + (ox1 - ox0)];
+        n += ox1 - ox0;
         let iy = (oy * g.stride) as isize - pad + ky as isize;
         if iy < 0 || iy >= g.h as isize {
-            line_out.fill(0.0);
+            segment.fill(0.0);
             continue;
         }
         let line = &plane[iy as usize * g.w..(iy as usize + 1) * g.w];
         if g.stride == 1 {
-            // Columns whose input x = ox + dx falls inside the line, copied at once.
-            let first = (-dx).clamp(0, g.ow as isize) as usize;
-            let last = (g.w as isize - dx).clamp(first as isize, g.ow as isize) as usize;
-            line_out[..first].fill(0.0);
-            line_out[last..].fill(0.0);
-            if last > first {
-                let from = (first as isize + dx) as usize;
-                line_out[first..last].copy_from_slice(&line[from..from + (last - first)]);
+            let lo = inside_lo.clamp(ox0, ox1);
+            let hi = inside_hi.clamp(lo, ox1);
+            segment[..lo - ox0].fill(0.0);
+            segment[hi - ox0..].fill(0.0);
+            if hi > lo {
+                let from = (lo as isize + dx) as usize;
+                segment[lo - ox0..hi - ox0].copy_from_slice(&line[from..from + (hi - lo)]);
             }
         } else {
-            for (ox, v) in line_out.iter_mut().enumerate() {
+            for (v, ox) in segment.iter_mut().zip(ox0..ox1) {
                 let ix = (ox * g.stride) as isize + dx;
-                *v = if ix >= 0 && ix < g.w as isize { line[ix as usize] } else { 0.0 };
+                *v = if ix >= 0 && ix < w { line[ix as usize] } else { 0.0 };
             }
         }
     }
