@@ -103,6 +103,13 @@ fn single_layers_match_candle() {
                                                                       // reduction longer than one chunk.
     cases.push(Case { n: 2, h: 8, w: 8, ..case(9, 13, 1, 1, 0, 1) });
     cases.push(Case { n: 1, h: 4, w: 16, ..case(300, 7, 1, 1, 0, 1) });
+    // Stride-1 convs on outputs at least 28 wide read shifted views of a padded copy (grouped ones
+    // at any width): 3x3 and 5x5, padding wider than k/2, a batch of grouped ones, and a
+    // reduction longer than one chunk.
+    cases.push(Case { h: 5, w: 40, ..case(5, 7, 3, 1, 1, 1) });
+    cases.push(Case { h: 3, w: 29, ..case(4, 6, 5, 1, 3, 1) });
+    cases.push(Case { n: 2, h: 6, w: 31, ..case(12, 6, 3, 1, 1, 3) });
+    cases.push(Case { h: 4, w: 30, ..case(40, 8, 3, 1, 1, 1) });
     cases.push(Case { h: 1, w: 1, ..case(4, 4, 3, 1, 1, 1) }); // 1x1 image
     cases.push(Case { h: 2, w: 17, ..case(3, 8, 3, 2, 1, 1) }); // thin image
     for (i, c) in cases.iter().enumerate() {

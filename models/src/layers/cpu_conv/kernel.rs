@@ -20,15 +20,36 @@ pub const NR: usize = 16;
 pub type Kernel =
     unsafe fn(kc: usize, a: *const f32, b: *const f32, ldb: usize, c: *mut f32, ldc: usize, accumulate: bool);
 
-/// The fastest kernel this CPU runs.
-pub fn kernel() -> Kernel {
+/// As [`Kernel`], with row p of b at `base + offsets[p]` (an implicit im2col: each row a shifted
+/// view of a padded input plane).
+///
+/// # Safety
+/// As [`Kernel`], for `offsets` of `kc` entries and `NR` floats at each `base + offsets[p]`.
+pub type ShiftedKernel = unsafe fn(
+    kc: usize,
+    a: *const f32,
+    base: *const f32,
+    offsets: *const usize,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+);
+
+/// The fastest kernels this CPU runs.
+#[derive(Clone, Copy)]
+pub struct Kernels {
+    pub strided: Kernel,
+    pub shifted: ShiftedKernel,
+}
+
+pub fn kernels() -> Kernels {
     #[cfg(target_arch = "x86_64")]
     {
         if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            return avx2_fma;
+            return Kernels { strided: avx2_fma, shifted: avx2_fma_shifted };
         }
     }
-    portable
+    Kernels { strided: portable, shifted: portable_shifted }
 }
 
 /// The reference loop; also the fallback on CPUs without AVX2 + FMA.
@@ -36,23 +57,49 @@ pub fn kernel() -> Kernel {
 /// # Safety
 /// See [`Kernel`].
 pub unsafe fn portable(kc: usize, a: *const f32, b: *const f32, ldb: usize, c: *mut f32, ldc: usize, accumulate: bool) {
+    portable_body(kc, a, |p| b.add(p * ldb), c, ldc, accumulate)
+}
+
+/// # Safety
+/// See [`ShiftedKernel`].
+pub unsafe fn portable_shifted(
+    kc: usize,
+    a: *const f32,
+    base: *const f32,
+    offsets: *const usize,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+) {
+    portable_body(kc, a, |p| base.add(*offsets.add(p)), c, ldc, accumulate)
+}
+
+#[inline(always)]
+unsafe fn portable_body(
+    kc: usize,
+    a: *const f32,
+    row: impl Fn(usize) -> *const f32,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+) {
     let mut acc = [[0f32; NR]; MR];
     if accumulate {
-        for (r, row) in acc.iter_mut().enumerate() {
-            row.copy_from_slice(std::slice::from_raw_parts(c.add(r * ldc), NR));
+        for (r, out) in acc.iter_mut().enumerate() {
+            out.copy_from_slice(std::slice::from_raw_parts(c.add(r * ldc), NR));
         }
     }
     for p in 0..kc {
-        let bp = std::slice::from_raw_parts(b.add(p * ldb), NR);
-        for (r, row) in acc.iter_mut().enumerate() {
+        let bp = std::slice::from_raw_parts(row(p), NR);
+        for (r, out) in acc.iter_mut().enumerate() {
             let ar = *a.add(p * MR + r);
-            for (v, bv) in row.iter_mut().zip(bp) {
+            for (v, bv) in out.iter_mut().zip(bp) {
                 *v = ar.mul_add(*bv, *v);
             }
         }
     }
-    for (r, row) in acc.iter().enumerate() {
-        std::slice::from_raw_parts_mut(c.add(r * ldc), NR).copy_from_slice(row);
+    for (r, out) in acc.iter().enumerate() {
+        std::slice::from_raw_parts_mut(c.add(r * ldc), NR).copy_from_slice(out);
     }
 }
 
@@ -61,6 +108,36 @@ pub unsafe fn portable(kc: usize, a: *const f32, b: *const f32, ldb: usize, c: *
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn avx2_fma(kc: usize, a: *const f32, b: *const f32, ldb: usize, c: *mut f32, ldc: usize, accumulate: bool) {
+    avx2_body(kc, a, |p| b.add(p * ldb), c, ldc, accumulate)
+}
+
+/// # Safety
+/// See [`ShiftedKernel`]; the CPU must have AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn avx2_fma_shifted(
+    kc: usize,
+    a: *const f32,
+    base: *const f32,
+    offsets: *const usize,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+) {
+    avx2_body(kc, a, |p| base.add(*offsets.add(p)), c, ldc, accumulate)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn avx2_body(
+    kc: usize,
+    a: *const f32,
+    row: impl Fn(usize) -> *const f32,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+) {
     use std::arch::x86_64::*;
     let mut lo = [_mm256_setzero_ps(); MR];
     let mut hi = [_mm256_setzero_ps(); MR];
@@ -70,8 +147,9 @@ unsafe fn avx2_fma(kc: usize, a: *const f32, b: *const f32, ldb: usize, c: *mut 
             hi[r] = _mm256_loadu_ps(c.add(r * ldc + 8));
         }
     }
-    let (mut a, mut b) = (a, b);
-    for _ in 0..kc {
+    let mut a = a;
+    for p in 0..kc {
+        let b = row(p);
         let b0 = _mm256_loadu_ps(b);
         let b1 = _mm256_loadu_ps(b.add(8));
         for r in 0..MR {
@@ -80,7 +158,6 @@ unsafe fn avx2_fma(kc: usize, a: *const f32, b: *const f32, ldb: usize, c: *mut 
             hi[r] = _mm256_fmadd_ps(ar, b1, hi[r]);
         }
         a = a.add(MR);
-        b = b.add(ldb);
     }
     for r in 0..MR {
         _mm256_storeu_ps(c.add(r * ldc), lo[r]);
@@ -105,7 +182,7 @@ mod tests {
             let (mut ours, mut reference) = (start.clone(), start.clone());
             // SAFETY: the buffers have the sizes the kernel contract asks for.
             unsafe {
-                kernel()(kc, a.as_ptr(), b.as_ptr(), ldb, ours.as_mut_ptr(), ldc, accumulate);
+                (kernels().strided)(kc, a.as_ptr(), b.as_ptr(), ldb, ours.as_mut_ptr(), ldc, accumulate);
                 portable(kc, a.as_ptr(), b.as_ptr(), ldb, reference.as_mut_ptr(), ldc, accumulate);
             }
             for r in 0..MR {
@@ -120,6 +197,27 @@ mod tests {
                         assert!((x - exact).abs() <= 1e-3 * exact.abs().max(1.0), "{r},{j}: {x} vs {exact}");
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn shifted_rows_read_what_the_offsets_name() {
+        let (kc, ldc) = (23, NR);
+        let a: Vec<f32> = (0..kc * MR).map(|i| ((i * 3 % 7) as f32 - 3.0) / 2.0).collect();
+        let b: Vec<f32> = (0..200 + NR).map(|i| ((i * 5 % 13) as f32 - 6.0) / 4.0).collect();
+        // Rows in no particular order, overlapping, as shifted views of one plane are.
+        let offsets: Vec<usize> = (0..kc).map(|p| (p * 37) % 200).collect();
+        let gathered: Vec<f32> = offsets.iter().flat_map(|&o| b[o..o + NR].to_vec()).collect();
+        for kernels in [kernels(), Kernels { strided: portable, shifted: portable_shifted }] {
+            let (mut ours, mut reference) = (vec![0f32; MR * ldc], vec![0f32; MR * ldc]);
+            // SAFETY: every offset leaves NR floats in b; the other buffers fit the contract.
+            unsafe {
+                (kernels.shifted)(kc, a.as_ptr(), b.as_ptr(), offsets.as_ptr(), ours.as_mut_ptr(), ldc, false);
+                portable(kc, a.as_ptr(), gathered.as_ptr(), NR, reference.as_mut_ptr(), ldc, false);
+            }
+            for (x, y) in ours.iter().zip(&reference) {
+                assert!((x - y).abs() <= 1e-4 * y.abs().max(1.0), "{x} vs {y}");
             }
         }
     }

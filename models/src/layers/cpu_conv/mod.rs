@@ -23,7 +23,7 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape};
 use rayon::prelude::*;
 
 use super::{Activation, ConvSpec};
-use kernel::{Kernel, MR, NR};
+use kernel::{Kernels, MR, NR};
 use pack::{Gemm, Shared, Unfold};
 
 /// Reduction chunk: a 16-column input panel of KC rows is 16 KiB, half an L1 data cache.
@@ -31,6 +31,9 @@ const KC: usize = 256;
 /// Block size in panels: up to 8 x 6 output channels by 16 x 16 pixels (a 48 KiB block buffer).
 const BLOCK_M_PANELS: usize = 8;
 const BLOCK_N_PANELS: usize = 16;
+/// Narrowest output on which a dense stride-1 conv reads shifted views (the k - 1 extra columns
+/// per row are 7% of the work at 28 and 3x3).
+const SHIFTED_MIN_WIDTH: usize = 28;
 
 /// A prepared folded conv (see the module docs).
 #[derive(Clone, Debug)]
@@ -110,13 +113,37 @@ impl CpuConv {
             parts.extend((0..p.channels).map(|c| (index, c * h * w)));
         }
         let mut out = vec![0f32; n * s.out_channels * plane];
-        let kernel = kernel::kernel();
+        let kernels = kernel::kernels();
+        let dense = Columns { count: plane, pitch: plane, valid: plane };
         // A 1x1 conv reads its input rows in place when its panels are whole (no partial last panel
         // to read past a row's end); one group, so chunks of the reduction never straddle groups.
         let in_place = geometry.is_identity() && s.groups == 1 && plane % NR == 0;
+        // A stride-1 k x k conv reads shifted views of a padded copy of its input instead of im2col
+        // rows: the GEMM runs over output rows as wide as the padded input, and the k - 1 extra
+        // columns per row are dropped. Worth it where packing costs most (grouped convs) or the
+        // extra columns cost little (wide maps).
+        let shifted = s.stride == 1 && !geometry.is_identity() && (s.groups > 1 || ow >= SHIFTED_MIN_WIDTH);
+        let (hp, wp) = (h + 2 * s.padding, w + 2 * s.padding);
+        let offsets: Vec<usize> = if shifted {
+            let (taps, per_group) = (s.kernel * s.kernel, s.in_channels / s.groups);
+            (0..s.groups * self.gemm.k)
+                .map(|row| {
+                    let (g, kr) = (row / self.gemm.k, row % self.gemm.k);
+                    let (c, tap) = (g * per_group + kr / taps, kr % taps);
+                    c * hp * wp + (tap / s.kernel) * wp + tap % s.kernel
+                })
+                .collect()
+        } else {
+            vec![]
+        };
         for (b, dst) in out.chunks_exact_mut(s.out_channels * plane).enumerate() {
             let residual =
                 residual.map(|r| (&r.planes.data[b * r.planes.image_stride..][..s.out_channels * plane], r.activation));
+            let channel = |c: usize| {
+                let (index, offset) = parts[c];
+                let p = &inputs[index];
+                &p.data[b * p.image_stride + offset..][..h * w]
+            };
             if in_place {
                 let mut first = 0;
                 let rows = inputs
@@ -127,41 +154,43 @@ impl CpuConv {
                         run
                     })
                     .collect();
-                self.multiply(kernel, &Rhs::Rows(rows), plane, dst, residual);
+                self.multiply(kernels, &Rhs::Rows(rows), dense, dst, residual);
+            } else if shifted {
+                // Reads reach up to k - 1 + NR floats past the last plane (dropped columns only).
+                let len = s.in_channels * hp * wp + s.kernel + NR;
+                with_buffer(&PACKED, len, |padded| {
+                    pack::pad_image(&channel, s.in_channels, (h, w, s.padding), padded);
+                    let columns = Columns { count: oh * wp, pitch: wp, valid: ow };
+                    self.multiply(kernels, &Rhs::Shifted { padded, offsets: &offsets }, columns, dst, residual);
+                });
+            } else if s.groups == 1 {
+                // Every block of output channels reads the same input: pack it once.
+                with_buffer(&PACKED, self.gemm.k * plane.div_ceil(NR) * NR, |packed| {
+                    pack::pack_image(&channel, geometry, self.gemm, packed);
+                    self.multiply(kernels, &Rhs::Packed(packed), dense, dst, residual);
+                });
             } else {
-                let channel = |c: usize| {
-                    let (index, offset) = parts[c];
-                    let p = &inputs[index];
-                    &p.data[b * p.image_stride + offset..][..h * w]
-                };
-                if s.groups == 1 {
-                    // Every block of output channels reads the same input: pack it once.
-                    with_buffer(&PACKED, self.gemm.k * plane.div_ceil(NR) * NR, |packed| {
-                        pack::pack_image(&channel, geometry, self.gemm, packed);
-                        self.multiply(kernel, &Rhs::Packed(packed), plane, dst, residual);
-                    });
-                } else {
-                    // A group's input is read by its own few channels only: each block packs its
-                    // part as it goes, into a buffer that stays in cache.
-                    self.multiply(kernel, &Rhs::Image { channel: &channel, geometry }, plane, dst, residual);
-                }
+                // A group's input is read by its own few channels only: each block packs its part as
+                // it goes, into a buffer that stays in cache.
+                self.multiply(kernels, &Rhs::Image { channel: &channel, geometry }, dense, dst, residual);
             }
         }
         out
     }
 
-    /// dst (`[out_channels, plane]`) = activation(weight x packed + bias) (+ residual, then its
+    /// dst (`[out_channels, plane]`) = activation(weight x rhs + bias) (+ residual, then its
     /// activation), block by block in parallel.
     fn multiply(
         &self,
-        kernel: Kernel,
+        kernels: Kernels,
         rhs: &Rhs,
-        plane: usize,
+        columns: Columns,
         dst: &mut [f32],
         residual: Option<(&[f32], Activation)>,
     ) {
         let Gemm { groups, m, k } = self.gemm;
-        let (m_panels, n_panels) = (self.gemm.m_panels(), plane.div_ceil(NR));
+        let (m_panels, n_panels) = (self.gemm.m_panels(), columns.count.div_ceil(NR));
+        let plane = columns.plane();
         // Enough blocks to keep every thread busy to the end; smaller blocks only below that.
         let wanted = 4 * rayon::current_num_threads();
         let (mut bm, mut bn) = (BLOCK_M_PANELS.min(m_panels), BLOCK_N_PANELS.min(n_panels));
@@ -175,15 +204,15 @@ impl CpuConv {
         let (m_blocks, n_blocks) = (m_panels.div_ceil(bm), n_panels.div_ceil(bn));
         // Reduction chunks (first row, rows, run): KC rows at most, inside one run of in-place rows.
         let chunks: Vec<(usize, usize, usize)> = match rhs {
-            Rhs::Packed(_) | Rhs::Image { .. } => (0..k).step_by(KC).map(|k0| (k0, KC.min(k - k0), 0)).collect(),
             Rhs::Rows(runs) => runs
                 .iter()
                 .enumerate()
                 .flat_map(|(run, &(first, data))| {
-                    let rows = data.len() / plane;
+                    let rows = data.len() / columns.count;
                     (0..rows).step_by(KC).map(move |o| (first + o, KC.min(rows - o), run))
                 })
                 .collect(),
+            _ => (0..k).step_by(KC).map(|k0| (k0, KC.min(k - k0), 0)).collect(),
         };
         let out = Shared(dst.as_mut_ptr());
         (0..groups * m_blocks * n_blocks).into_par_iter().for_each(|task| {
@@ -193,7 +222,7 @@ impl CpuConv {
             let ld = nps * NR;
             let scratch = match rhs {
                 Rhs::Image { .. } => (KC + 1) * ld,
-                Rhs::Packed(_) | Rhs::Rows(_) => 0,
+                _ => 0,
             };
             with_buffer(&BLOCK, mps * MR * ld, |block| {
                 with_buffer(&PANELS, scratch, |scratch| {
@@ -203,37 +232,72 @@ impl CpuConv {
                             pack::pack_block(channel, *geometry, self.gemm, (g, k0, kc), (np0 * NR, nps), line, panels);
                         }
                         for jp in 0..nps {
-                            let (b, ldb) = match rhs {
-                                Rhs::Packed(packed) => (&packed[((np0 + jp) * k + k0) * NR..][..kc * NR], NR),
-                                Rhs::Image { .. } => (&panels[jp * kc * NR..][..kc * NR], NR),
-                                Rhs::Rows(runs) => {
-                                    let (first, data) = runs[run];
-                                    (&data[(k0 - first) * plane + (np0 + jp) * NR..][..(kc - 1) * plane + NR], plane)
-                                }
-                            };
+                            let col = (np0 + jp) * NR;
                             for ip in 0..mps {
                                 let a = &self.weight[((g * m_panels + mp0 + ip) * k + k0) * MR..][..kc * MR];
                                 let c = &mut block[ip * MR * ld + jp * NR..];
                                 assert!(c.len() >= (MR - 1) * ld + NR);
-                                // SAFETY: a and b hold kc panel rows (b at stride ldb) and c the
-                                // MR x NR corner at stride ld (the slices and the assert above);
-                                // block is this task's.
-                                unsafe { kernel(kc, a.as_ptr(), b.as_ptr(), ldb, c.as_mut_ptr(), ld, k0 > 0) };
+                                let (a, c) = (a.as_ptr(), c.as_mut_ptr());
+                                // SAFETY: a holds kc panel rows and c the MR x NR corner at stride
+                                // ld (the slices and the assert above; block is this task's). The b
+                                // rows are checked below, per layout.
+                                unsafe {
+                                    match rhs {
+                                        Rhs::Packed(packed) => {
+                                            let b = &packed[((np0 + jp) * k + k0) * NR..][..kc * NR];
+                                            (kernels.strided)(kc, a, b.as_ptr(), NR, c, ld, k0 > 0)
+                                        }
+                                        Rhs::Image { .. } => {
+                                            let b = &panels[jp * kc * NR..][..kc * NR];
+                                            (kernels.strided)(kc, a, b.as_ptr(), NR, c, ld, k0 > 0)
+                                        }
+                                        Rhs::Rows(runs) => {
+                                            let (first, data) = runs[run];
+                                            let stride = columns.count;
+                                            let b = &data[(k0 - first) * stride + col..][..(kc - 1) * stride + NR];
+                                            (kernels.strided)(kc, a, b.as_ptr(), stride, c, ld, k0 > 0)
+                                        }
+                                        Rhs::Shifted { padded, offsets } => {
+                                            let offsets = &offsets[g * k + k0..][..kc];
+                                            let far = offsets.iter().max().copied().unwrap_or(0);
+                                            let base = &padded[col..];
+                                            assert!(far + NR <= base.len());
+                                            (kernels.shifted)(kc, a, base.as_ptr(), offsets.as_ptr(), c, ld, k0 > 0)
+                                        }
+                                    }
+                                };
                             }
                         }
                     }
                 });
-                let (col0, cols) = (np0 * NR, (nps * NR).min(plane - np0 * NR));
-                for row in 0..(mps * MR).min(m - mp0 * MR) {
-                    let channel = g * m + mp0 * MR + row;
-                    // SAFETY: this block is the only writer of columns col0..col0+cols of its
-                    // channels, and channel * plane + col0 + cols <= dst.len().
-                    let target = unsafe { std::slice::from_raw_parts_mut(out.ptr().add(channel * plane + col0), cols) };
-                    self.spec.activation.apply_with_bias(&block[row * ld..row * ld + cols], self.bias[channel], target);
-                    if let Some((values, activation)) = residual {
-                        let add = &values[channel * plane + col0..][..cols];
-                        target.iter_mut().zip(add).for_each(|(t, r)| *t += r);
-                        activation.apply_in_place(target);
+                // Block columns -> output positions: runs of valid columns, one per grid row.
+                let (col0, col_end) = (np0 * NR, ((np0 + nps) * NR).min(columns.count));
+                let mut j = col0;
+                while j < col_end {
+                    let (row, x) = (j / columns.pitch, j % columns.pitch);
+                    let next = col_end.min((row + 1) * columns.pitch);
+                    let len = columns.valid.min(next - row * columns.pitch).saturating_sub(x);
+                    let (from, to) = (j - col0, row * columns.valid + x);
+                    j = next;
+                    if len == 0 {
+                        continue;
+                    }
+                    for r in 0..(mps * MR).min(m - mp0 * MR) {
+                        let channel = g * m + mp0 * MR + r;
+                        // SAFETY: this block is the only writer of these positions of its channels,
+                        // and channel * plane + to + len <= dst.len().
+                        let target =
+                            unsafe { std::slice::from_raw_parts_mut(out.ptr().add(channel * plane + to), len) };
+                        self.spec.activation.apply_with_bias(
+                            &block[r * ld + from..][..len],
+                            self.bias[channel],
+                            target,
+                        );
+                        if let Some((values, activation)) = residual {
+                            let add = &values[channel * plane + to..][..len];
+                            target.iter_mut().zip(add).for_each(|(t, r)| *t += r);
+                            activation.apply_in_place(target);
+                        }
                     }
                 }
             });
@@ -241,10 +305,28 @@ impl CpuConv {
     }
 }
 
+/// The GEMM's columns: `count` of them, in grid rows of `pitch` whose first `valid` are output
+/// pixels (the output plane is `count / pitch` rows of `valid`). Dense layouts: one row.
+#[derive(Clone, Copy, Debug)]
+struct Columns {
+    count: usize,
+    pitch: usize,
+    valid: usize,
+}
+
+impl Columns {
+    fn plane(&self) -> usize {
+        self.count / self.pitch * self.valid
+    }
+}
+
 /// The GEMM's right-hand side for one image.
 enum Rhs<'a> {
     /// One group's input, packed: `[panel][k][NR]`.
     Packed(&'a [f32]),
+    /// A padded copy of the input (`[channel][h + 2 pad][w + 2 pad]`) and, per GEMM row, where its
+    /// shifted view starts.
+    Shifted { padded: &'a [f32], offsets: &'a [usize] },
     /// Input channel planes, packed (and unfolded) block by block by the tasks that use them.
     Image { channel: &'a (dyn Fn(usize) -> &'a [f32] + Sync), geometry: Unfold },
     /// A 1x1 conv's input rows in place: runs of consecutive rows (the first row's index, the rows

@@ -93,6 +93,30 @@ pub fn pack_image<'a>(
     });
 }
 
+/// Input channels `0..channels` (`channel(c)`, `h x w` each) into `padded` as
+/// `[c][h + 2 pad][w + 2 pad]` with zero borders, channels split between threads; the rest of
+/// `padded` (slack the shifted views may read for dropped columns) is zeroed.
+pub fn pad_image<'a>(
+    channel: &(impl Fn(usize) -> &'a [f32] + Sync),
+    channels: usize,
+    (h, w, pad): (usize, usize, usize),
+    padded: &mut [f32],
+) {
+    let (hp, wp) = (h + 2 * pad, w + 2 * pad);
+    let (planes, rest) = padded.split_at_mut(channels * hp * wp);
+    rest.fill(0.0);
+    planes.par_chunks_mut(hp * wp).enumerate().for_each(|(c, out)| {
+        out[..pad * wp].fill(0.0);
+        out[(pad + h) * wp..].fill(0.0);
+        let source = channel(c);
+        for (y, line) in out[pad * wp..(pad + h) * wp].chunks_exact_mut(wp).enumerate() {
+            line[..pad].fill(0.0);
+            line[pad + w..].fill(0.0);
+            line[pad..pad + w].copy_from_slice(&source[y * w..(y + 1) * w]);
+        }
+    });
+}
+
 /// Rows `k0..k0 + kc` of group `g`'s GEMM input (the image itself for a 1x1 conv, its im2col rows
 /// otherwise), columns `col0..col0 + panels * NR`, into `out` as `[panel][kc][NR]`. `channel(c)` is
 /// input channel c's `h x w` plane; `line` is scratch of `panels * NR` floats. Columns past the
@@ -122,8 +146,14 @@ pub fn pack_block<'a>(
             unfold_range(source, geometry, (tap / geometry.kernel, tap % geometry.kernel), col0, line);
             line
         };
-        for (p, chunk) in values.chunks(NR).enumerate() {
-            out[(p * kc + r) * NR..][..chunk.len()].copy_from_slice(chunk);
+        let (whole, tail) = values.split_at(values.len() / NR * NR);
+        for (p, chunk) in whole.chunks_exact(NR).enumerate() {
+            // Fixed-size copies (two vector moves each), not memcpy calls.
+            let to: &mut [f32; NR] = (&mut out[(p * kc + r) * NR..][..NR]).try_into().expect("NR floats");
+            *to = chunk.try_into().expect("NR floats");
+        }
+        if !tail.is_empty() {
+            out[((whole.len() / NR) * kc + r) * NR..][..tail.len()].copy_from_slice(tail);
         }
     }
 }
@@ -160,9 +190,18 @@ fn unfold_range(plane: &[f32], g: Unfold, (ky, kx): (usize, usize), n0: usize, o
                 segment[lo - ox0..hi - ox0].copy_from_slice(&line[from..from + (hi - lo)]);
             }
         } else {
-            for (v, ox) in segment.iter_mut().zip(ox0..ox1) {
-                let ix = (ox * g.stride) as isize + dx;
-                *v = if ix >= 0 && ix < w { line[ix as usize] } else { 0.0 };
+            // Inside the line: ox * stride + dx in [0, w).
+            let s = g.stride as isize;
+            let lo = ((-dx).max(0) + s - 1) / s;
+            let hi = ((w - dx + s - 1) / s).max(lo);
+            let (lo, hi) = ((lo as usize).clamp(ox0, ox1), (hi as usize).clamp(ox0, ox1));
+            let hi = hi.max(lo);
+            segment[..lo - ox0].fill(0.0);
+            segment[hi - ox0..].fill(0.0);
+            if hi > lo {
+                let from = (lo as isize * s + dx) as usize;
+                let picked = line[from..].iter().step_by(g.stride);
+                segment[lo - ox0..hi - ox0].iter_mut().zip(picked).for_each(|(v, x)| *v = *x);
             }
         }
     }
