@@ -52,29 +52,16 @@ impl Activation {
         }
     }
 
-    /// out = activation(src + bias), elementwise on the CPU: the fused conv kernel's epilogue.
-    pub fn apply_with_bias(self, src: &[f32], bias: f32, out: &mut [f32]) {
-        let pairs = src.iter().zip(out.iter_mut());
-        match self {
-            Activation::Linear => pairs.for_each(|(s, o)| *o = s + bias),
-            Activation::Relu => pairs.for_each(|(s, o)| *o = (s + bias).max(0.0)),
-            Activation::Leaky { slope } => pairs.for_each(|(s, o)| *o = leaky(s + bias, slope)),
-            Activation::Mish => pairs.for_each(|(s, o)| *o = mish(s + bias)),
-            Activation::Swish => pairs.for_each(|(s, o)| *o = swish(s + bias)),
-            Activation::Logistic => pairs.for_each(|(s, o)| *o = logistic(s + bias)),
-        }
-    }
-
-    /// values = activation(values), elementwise on the CPU.
-    pub fn apply_in_place(self, values: &mut [f32]) {
+    /// values = activation(values + bias), elementwise on the CPU: the fused conv kernel's epilogue.
+    pub fn apply_in_place(self, values: &mut [f32], bias: f32) {
         let each = values.iter_mut();
         match self {
-            Activation::Linear => {}
-            Activation::Relu => each.for_each(|v| *v = v.max(0.0)),
-            Activation::Leaky { slope } => each.for_each(|v| *v = leaky(*v, slope)),
-            Activation::Mish => each.for_each(|v| *v = mish(*v)),
-            Activation::Swish => each.for_each(|v| *v = swish(*v)),
-            Activation::Logistic => each.for_each(|v| *v = logistic(*v)),
+            Activation::Linear => each.for_each(|v| *v += bias),
+            Activation::Relu => each.for_each(|v| *v = (*v + bias).max(0.0)),
+            Activation::Leaky { slope } => each.for_each(|v| *v = leaky(*v + bias, slope)),
+            Activation::Mish => each.for_each(|v| *v = mish(*v + bias)),
+            Activation::Swish => each.for_each(|v| *v = swish(*v + bias)),
+            Activation::Logistic => each.for_each(|v| *v = logistic(*v + bias)),
         }
     }
 }

@@ -112,7 +112,9 @@ impl CpuConv {
         for (index, p) in inputs.iter().enumerate() {
             parts.extend((0..p.channels).map(|c| (index, c * h * w)));
         }
-        let mut out = vec![0f32; n * s.out_channels * plane];
+        // Every position is written exactly once, by the block that computes it: no zeroing pass.
+        let image_len = s.out_channels * plane;
+        let mut out: Vec<f32> = Vec::with_capacity(n * image_len);
         let kernels = kernel::kernels();
         let dense = Columns { count: plane, pitch: plane, valid: plane };
         // A 1x1 conv reads its input rows in place when its panels are whole (no partial last panel
@@ -136,7 +138,9 @@ impl CpuConv {
         } else {
             vec![]
         };
-        for (b, dst) in out.chunks_exact_mut(s.out_channels * plane).enumerate() {
+        for b in 0..n {
+            // SAFETY: image b's part of the capacity reserved above.
+            let dst = Output { ptr: Shared(unsafe { out.as_mut_ptr().add(b * image_len) }), len: image_len };
             let residual =
                 residual.map(|r| (&r.planes.data[b * r.planes.image_stride..][..s.out_channels * plane], r.activation));
             let channel = |c: usize| {
@@ -175,17 +179,19 @@ impl CpuConv {
                 self.multiply(kernels, &Rhs::Image { channel: &channel, geometry }, dense, dst, residual);
             }
         }
+        // SAFETY: `multiply` wrote every position of every image (see there).
+        unsafe { out.set_len(n * image_len) };
         out
     }
 
-    /// dst (`[out_channels, plane]`) = activation(weight x rhs + bias) (+ residual, then its
-    /// activation), block by block in parallel.
+    /// dst (`[out_channels, plane]`, each position written exactly once) =
+    /// activation(weight x rhs + bias) (+ residual, then its activation), block by block in parallel.
     fn multiply(
         &self,
         kernels: Kernels,
         rhs: &Rhs,
         columns: Columns,
-        dst: &mut [f32],
+        dst: Output,
         residual: Option<(&[f32], Activation)>,
     ) {
         let Gemm { groups, m, k } = self.gemm;
@@ -214,7 +220,6 @@ impl CpuConv {
                 .collect(),
             _ => (0..k).step_by(KC).map(|k0| (k0, KC.min(k - k0), 0)).collect(),
         };
-        let out = Shared(dst.as_mut_ptr());
         (0..groups * m_blocks * n_blocks).into_par_iter().for_each(|task| {
             let (g, rest) = (task / (m_blocks * n_blocks), task % (m_blocks * n_blocks));
             let (mp0, np0) = ((rest / n_blocks) * bm, (rest % n_blocks) * bn);
@@ -284,25 +289,31 @@ impl CpuConv {
                     }
                     for r in 0..(mps * MR).min(m - mp0 * MR) {
                         let channel = g * m + mp0 * MR + r;
-                        // SAFETY: this block is the only writer of these positions of its channels,
-                        // and channel * plane + to + len <= dst.len().
-                        let target =
-                            unsafe { std::slice::from_raw_parts_mut(out.ptr().add(channel * plane + to), len) };
-                        self.spec.activation.apply_with_bias(
-                            &block[r * ld + from..][..len],
-                            self.bias[channel],
-                            target,
-                        );
-                        if let Some((values, activation)) = residual {
-                            let add = &values[channel * plane + to..][..len];
-                            target.iter_mut().zip(add).for_each(|(t, r)| *t += r);
-                            activation.apply_in_place(target);
+                        let values = &mut block[r * ld + from..][..len];
+                        self.spec.activation.apply_in_place(values, self.bias[channel]);
+                        if let Some((residual, activation)) = residual {
+                            let add = &residual[channel * plane + to..][..len];
+                            values.iter_mut().zip(add).for_each(|(v, r)| *v += r);
+                            activation.apply_in_place(values, 0.0);
                         }
+                        assert!(channel * plane + to + len <= dst.len);
+                        // SAFETY: in bounds (asserted); this block is the only writer of these
+                        // positions, which nothing reads before `run_fused` returns.
+                        unsafe {
+                            std::ptr::copy_nonoverlapping(values.as_ptr(), dst.ptr.ptr().add(channel * plane + to), len)
+                        };
                     }
                 }
             });
         });
     }
+}
+
+/// Where `multiply` writes: `len` floats from `ptr`, uninitialised until it returns.
+#[derive(Clone, Copy)]
+struct Output {
+    ptr: Shared,
+    len: usize,
 }
 
 /// The GEMM's columns: `count` of them, in grid rows of `pitch` whose first `valid` are output
