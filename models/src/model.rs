@@ -199,6 +199,17 @@ impl Model {
     /// Outputs of the layers `wanted`, in that order, from one pass that stops at the last of
     /// them; every other output is dropped as soon as no later layer reads it.
     pub fn run_many(&self, x: &Tensor, wanted: &[usize]) -> Result<Vec<Tensor>> {
+        let n = x.dim(0).unwrap_or(1);
+        if n > 1 && self.engine() == Engine::Fast && x.device().is_cpu() {
+            // One image at a time: its maps stay in cache from layer to layer, where a whole batch's
+            // would not. (Measured: cspresnet50 at batch 8 took 1.35x the per-image time of batch 1
+            // when run layer by layer.)
+            let per_image =
+                (0..n).map(|i| self.run_layers(&x.narrow(0, i, 1)?, wanted, None)).collect::<Result<Vec<_>>>()?;
+            return (0..wanted.len())
+                .map(|w| Ok(Tensor::cat(&per_image.iter().map(|outs| &outs[w]).collect::<Vec<_>>(), 0)?))
+                .collect();
+        }
         self.run_layers(x, wanted, None)
     }
 
