@@ -1,16 +1,69 @@
 //! Pooling with darknet's semantics.
 
 use candle_core::shape::Dim;
-use candle_core::{Result, Tensor, D};
+use candle_core::{CpuStorage, DType, Result, Storage, Tensor, D};
+use rayon::prelude::*;
 
 /// Darknet max pooling: output = (in + padding - size) / stride + 1, window offset -padding/2,
 /// positions outside the image count as -inf. PyTorch's `MaxPool2d(k, s, p)` is the case
 /// `padding = 2p`.
 pub fn max_pool(x: &Tensor, size: usize, stride: usize, padding: usize) -> Result<Tensor> {
+    if x.device().is_cpu() && x.dtype() == DType::F32 {
+        return max_pool_cpu(x, size, stride, padding);
+    }
+    max_pool_candle(x, size, stride, padding)
+}
+
+/// [`max_pool`] with candle's ops: pad with -inf, then candle's pool.
+fn max_pool_candle(x: &Tensor, size: usize, stride: usize, padding: usize) -> Result<Tensor> {
     let (_, _, h, w) = x.dims4()?;
     let x = pad_neg_inf(x, D::Minus2, h, size, stride, padding)?;
     let x = pad_neg_inf(&x, D::Minus1, w, size, stride, padding)?;
     x.max_pool2d_with_stride(size, stride)
+}
+
+/// [`max_pool`] on an f32 CPU tensor, directly: the window max is separable, so a pass over rows
+/// then one over columns of the row maxima (2 x size comparisons per output, not size^2), planes
+/// in parallel, the -inf padding implicit (out-of-image positions are skipped).
+fn max_pool_cpu(x: &Tensor, size: usize, stride: usize, padding: usize) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    if size == 0 || stride == 0 {
+        candle_core::bail!("max pool: size {size} and stride {stride} must be positive")
+    }
+    let (oh, ow) = (max_pool_out(h, size, stride, padding), max_pool_out(w, size, stride, padding));
+    let before = (padding / 2) as isize;
+    // In-image part [lo, hi) of the window starting at out * stride - before.
+    let window = |out: usize, len: usize| {
+        let start = (out * stride) as isize - before;
+        (start.clamp(0, len as isize) as usize, (start + size as isize).clamp(0, len as isize) as usize)
+    };
+    let x = x.contiguous()?;
+    let (storage, layout) = x.storage_and_layout();
+    let Storage::Cpu(CpuStorage::F32(data)) = &*storage else {
+        candle_core::bail!("max pool: f32 CPU tensor expected")
+    };
+    let input = &data[layout.start_offset()..][..n * c * h * w];
+    let mut out = vec![0f32; n * c * oh * ow];
+    if oh * ow > 0 && h * w > 0 {
+        out.par_chunks_mut(oh * ow).zip(input.par_chunks(h * w)).for_each(|(out, plane)| {
+            let mut rows = vec![f32::NEG_INFINITY; h * ow];
+            for (line, maxima) in plane.chunks_exact(w).zip(rows.chunks_exact_mut(ow)) {
+                for (ox, m) in maxima.iter_mut().enumerate() {
+                    let (lo, hi) = window(ox, w);
+                    *m = line[lo..hi].iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+                }
+            }
+            for (oy, line) in out.chunks_exact_mut(ow).enumerate() {
+                let (lo, hi) = window(oy, h);
+                line.fill(f32::NEG_INFINITY);
+                for maxima in rows[lo * ow..hi * ow].chunks_exact(ow) {
+                    line.iter_mut().zip(maxima).for_each(|(o, &m)| *o = o.max(m));
+                }
+            }
+        });
+    }
+    drop(storage);
+    Tensor::from_vec(out, (n, c, oh, ow), x.device())
 }
 
 /// [`max_pool`] from ops candle can differentiate (its own max-pool backward needs
@@ -88,6 +141,23 @@ pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
 mod tests {
     use super::*;
     use candle_core::Device;
+
+    /// The direct CPU pool against candle's ops: stem pools, SPP's stride-1 pools, darknet's
+    /// odd paddings, odd sizes, and a window wider than the image.
+    #[test]
+    fn cpu_pool_matches_candle() {
+        let x = Tensor::arange(0f32, 2.0 * 3.0 * 11.0 * 8.0, &Device::Cpu).unwrap().reshape((2, 3, 11, 8)).unwrap();
+        let x = (x * 0.37).unwrap().sin().unwrap();
+        for (size, stride, padding) in
+            [(2, 2, 0), (3, 2, 2), (3, 2, 1), (5, 1, 4), (9, 1, 8), (13, 1, 12), (2, 1, 1), (3, 3, 0), (15, 1, 14)]
+        {
+            let want = max_pool_candle(&x, size, stride, padding).unwrap();
+            let got = max_pool(&x, size, stride, padding).unwrap();
+            assert_eq!(got.dims(), want.dims(), "size {size} stride {stride} padding {padding}");
+            let diff = (want - got).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            assert_eq!(diff, 0.0, "size {size} stride {stride} padding {padding}");
+        }
+    }
 
     /// A transposed (non-contiguous) input, as a route's slice can be: both pools agree on it.
     #[test]
