@@ -1,16 +1,19 @@
-//! The CPU inference path of a folded convolution: conv + bias + activation in one candle custom
-//! op, as one blocked GEMM per group whose epilogue writes each output block once.
+//! The CPU inference path of a folded convolution: conv + bias + activation (+ a residual add) as
+//! one blocked GEMM per group whose epilogue writes each output position once.
 //!
 //! - Weights are packed once, when the layer is prepared, into the micro-kernel's panel layout.
-//! - Per image, the input is packed into panels of output pixels: a 1x1 conv copies its rows as
-//!   they are, any other conv unfolds (im2col) one row at a time on the way in, so no im2col matrix
-//!   exists in full.
+//! - The input reaches the micro-kernel in one of four ways (see `run_fused`): a 1x1 conv reads
+//!   its rows in place; a stride-1 conv reads shifted views of a padded copy (implicit GEMM, no
+//!   im2col); a grouped conv's blocks pack their own im2col panels in cache; other convs pack
+//!   im2col panels once per image (or per batch, for small maps). No im2col matrix exists in full.
 //! - The output is cut into blocks of output channels x pixels, for every group at once, and the
 //!   blocks run in parallel: CSPResNeXt's 32-group convs become many small tasks rather than 32
 //!   GEMMs in a row.
 //! - Inside a block the reduction runs in chunks of KC so the input panel stays in L1 and the
-//!   weight panels in L2; the sums go to a per-thread block buffer, and bias and activation are
-//!   applied on the way from there to the output.
+//!   weight panels in L2; the sums go to a per-thread block buffer, where bias, activation and
+//!   residual are applied before the block is copied to the output.
+//! - Several inputs are read as their concatenation along channels (`run_fused`), so the executor
+//!   never writes a concat that only a conv reads (see `crate::fusion`).
 
 mod kernel;
 mod pack;
