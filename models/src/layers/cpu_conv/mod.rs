@@ -5,7 +5,7 @@
 //! - The input reaches the micro-kernel in one of four ways (see `run_fused`): a 1x1 conv reads
 //!   its rows in place; a stride-1 conv reads shifted views of a padded copy (implicit GEMM, no
 //!   im2col); a grouped conv's blocks pack their own im2col panels in cache; other convs pack
-//!   im2col panels once per image (or per batch, for small maps). No im2col matrix exists in full.
+//!   im2col panels once per image. No im2col matrix exists in full.
 //! - The output is cut into blocks of output channels x pixels, for every group at once, and the
 //!   blocks run in parallel: CSPResNeXt's 32-group convs become many small tasks rather than 32
 //!   GEMMs in a row.
@@ -34,8 +34,6 @@ const KC: usize = 256;
 /// Block size in panels: up to 8 x 6 output channels by 16 x 16 pixels (a 48 KiB block buffer).
 const BLOCK_M_PANELS: usize = 8;
 const BLOCK_N_PANELS: usize = 16;
-/// Largest map (pixels) whose batch runs as one GEMM (see `run_fused`).
-const BATCH_AS_ONE_BELOW: usize = 1024;
 /// Narrowest output on which a dense stride-1 conv reads shifted views (the k - 1 extra columns
 /// per row are 7% of the work at 28 and 3x3).
 const SHIFTED_MIN_WIDTH: usize = 28;
@@ -142,63 +140,45 @@ impl CpuConv {
         } else {
             vec![]
         };
-        // Input channel c of image b.
-        let channel = |b: usize, c: usize| {
-            let (index, offset) = parts[c];
-            let p = &inputs[index];
-            &p.data[b * p.image_stride + offset..][..h * w]
-        };
-        // Small maps of a batch run as one GEMM over every image's pixels: the weights, which then
-        // outweigh the maps, are read once per batch instead of once per image.
-        if n > 1 && !shifted && s.groups == 1 && plane < BATCH_AS_ONE_BELOW {
-            let dst = Output { ptr: Shared(out.as_mut_ptr()), len: n * image_len, image_len };
-            with_buffer(&PACKED, self.gemm.k * (n * plane).div_ceil(NR) * NR, |packed| {
-                pack::pack_image(&channel, n, geometry, self.gemm, packed);
-                let columns = Columns { count: n * plane, pitch: plane, valid: plane, rows_per_image: 1 };
-                self.multiply(kernels, &Rhs::Packed(packed), columns, dst, residual);
-            });
-        } else {
-            for b in 0..n {
-                // SAFETY: image b's part of the capacity reserved above.
-                let ptr = Shared(unsafe { out.as_mut_ptr().add(b * image_len) });
-                let dst = Output { ptr, len: image_len, image_len };
-                let residual = residual.map(|r| Residual {
-                    planes: Planes { data: &r.planes.data[b * r.planes.image_stride..], ..r.planes },
-                    ..*r
+        for b in 0..n {
+            // SAFETY: image b's part of the capacity reserved above.
+            let dst = Output { ptr: Shared(unsafe { out.as_mut_ptr().add(b * image_len) }), len: image_len };
+            let residual = residual.map(|r| (&r.planes.data[b * r.planes.image_stride..][..image_len], r.activation));
+            let channel = |c: usize| {
+                let (index, offset) = parts[c];
+                let p = &inputs[index];
+                &p.data[b * p.image_stride + offset..][..h * w]
+            };
+            let dense = Columns { count: plane, pitch: plane, valid: plane };
+            if in_place {
+                let mut first = 0;
+                let rows = inputs
+                    .iter()
+                    .map(|p| {
+                        let run = (first, &p.data[b * p.image_stride..][..p.channels * plane]);
+                        first += p.channels;
+                        run
+                    })
+                    .collect();
+                self.multiply(kernels, &Rhs::Rows(rows), dense, dst, residual);
+            } else if shifted {
+                // Reads reach up to k - 1 + NR floats past the last plane (dropped columns only).
+                let len = s.in_channels * hp * wp + s.kernel + NR;
+                with_buffer(&PACKED, len, |padded| {
+                    pack::pad_image(&channel, s.in_channels, (h, w, s.padding), padded);
+                    let columns = Columns { count: oh * wp, pitch: wp, valid: ow };
+                    self.multiply(kernels, &Rhs::Shifted { padded, offsets: &offsets }, columns, dst, residual);
                 });
-                let residual = residual.as_ref();
-                let channel = |_: usize, c: usize| channel(b, c);
-                let dense = Columns { count: plane, pitch: plane, valid: plane, rows_per_image: 1 };
-                if in_place {
-                    let mut first = 0;
-                    let rows = inputs
-                        .iter()
-                        .map(|p| {
-                            let run = (first, &p.data[b * p.image_stride..][..p.channels * plane]);
-                            first += p.channels;
-                            run
-                        })
-                        .collect();
-                    self.multiply(kernels, &Rhs::Rows(rows), dense, dst, residual);
-                } else if shifted {
-                    // Reads reach up to k - 1 + NR floats past the last plane (dropped columns only).
-                    let len = s.in_channels * hp * wp + s.kernel + NR;
-                    with_buffer(&PACKED, len, |padded| {
-                        pack::pad_image(&|c| channel(0, c), s.in_channels, (h, w, s.padding), padded);
-                        let columns = Columns { count: oh * wp, pitch: wp, valid: ow, rows_per_image: oh };
-                        self.multiply(kernels, &Rhs::Shifted { padded, offsets: &offsets }, columns, dst, residual);
-                    });
-                } else if s.groups == 1 {
-                    // Every block of output channels reads the same input: pack it once.
-                    with_buffer(&PACKED, self.gemm.k * plane.div_ceil(NR) * NR, |packed| {
-                        pack::pack_image(&channel, 1, geometry, self.gemm, packed);
-                        self.multiply(kernels, &Rhs::Packed(packed), dense, dst, residual);
-                    });
-                } else {
-                    // A group's input is read by its own few channels only: each block packs its
-                    // part as it goes, into a buffer that stays in cache.
-                    self.multiply(kernels, &Rhs::Image { channel: &channel, geometry }, dense, dst, residual);
-                }
+            } else if s.groups == 1 {
+                // Every block of output channels reads the same input: pack it once.
+                with_buffer(&PACKED, self.gemm.k * plane.div_ceil(NR) * NR, |packed| {
+                    pack::pack_image(&channel, geometry, self.gemm, packed);
+                    self.multiply(kernels, &Rhs::Packed(packed), dense, dst, residual);
+                });
+            } else {
+                // A group's input is read by its own few channels only: each block packs its part as
+                // it goes, into a buffer that stays in cache.
+                self.multiply(kernels, &Rhs::Image { channel: &channel, geometry }, dense, dst, residual);
             }
         }
         // SAFETY: `multiply` wrote every position of every image (see there).
@@ -208,7 +188,14 @@ impl CpuConv {
 
     /// dst (`[out_channels, plane]`, each position written exactly once) =
     /// activation(weight x rhs + bias) (+ residual, then its activation), block by block in parallel.
-    fn multiply(&self, kernels: Kernels, rhs: &Rhs, columns: Columns, dst: Output, residual: Option<&Residual>) {
+    fn multiply(
+        &self,
+        kernels: Kernels,
+        rhs: &Rhs,
+        columns: Columns,
+        dst: Output,
+        residual: Option<(&[f32], Activation)>,
+    ) {
         let Gemm { groups, m, k } = self.gemm;
         let (m_panels, n_panels) = (self.gemm.m_panels(), columns.count.div_ceil(NR));
         let plane = columns.plane();
@@ -249,16 +236,7 @@ impl CpuConv {
                     let (panels, line) = scratch.split_at_mut(scratch.len().saturating_sub(ld));
                     for &(k0, kc, run) in &chunks {
                         if let Rhs::Image { channel, geometry } = rhs {
-                            pack::pack_block(
-                                channel,
-                                1,
-                                *geometry,
-                                self.gemm,
-                                (g, k0, kc),
-                                (np0 * NR, nps),
-                                line,
-                                panels,
-                            );
+                            pack::pack_block(channel, *geometry, self.gemm, (g, k0, kc), (np0 * NR, nps), line, panels);
                         }
                         for jp in 0..nps {
                             let col = (np0 + jp) * NR;
@@ -306,8 +284,7 @@ impl CpuConv {
                     let (row, x) = (j / columns.pitch, j % columns.pitch);
                     let next = col_end.min((row + 1) * columns.pitch);
                     let len = columns.valid.min(next - row * columns.pitch).saturating_sub(x);
-                    let (image, at) =
-                        (row / columns.rows_per_image, (row % columns.rows_per_image) * columns.valid + x);
+                    let at = row * columns.valid + x;
                     let from = j - col0;
                     j = next;
                     if len == 0 {
@@ -317,13 +294,12 @@ impl CpuConv {
                         let channel = g * m + mp0 * MR + r;
                         let values = &mut block[r * ld + from..][..len];
                         self.spec.activation.apply_in_place(values, self.bias[channel]);
-                        if let Some(residual) = residual {
-                            let planes = &residual.planes;
-                            let add = &planes.data[image * planes.image_stride + channel * plane + at..][..len];
+                        if let Some((residual, activation)) = residual {
+                            let add = &residual[channel * plane + at..][..len];
                             values.iter_mut().zip(add).for_each(|(v, r)| *v += r);
-                            residual.activation.apply_in_place(values, 0.0);
+                            activation.apply_in_place(values, 0.0);
                         }
-                        let to = image * dst.image_len + channel * plane + at;
+                        let to = channel * plane + at;
                         assert!(to + len <= dst.len);
                         // SAFETY: in bounds (asserted); this block is the only writer of these
                         // positions, which nothing reads before `run_fused` returns.
@@ -335,29 +311,26 @@ impl CpuConv {
     }
 }
 
-/// Where `multiply` writes: `len` floats from `ptr`, images `image_len` apart, uninitialised
-/// until it returns.
+/// Where `multiply` writes: `len` floats from `ptr`, uninitialised until it returns.
 #[derive(Clone, Copy)]
 struct Output {
     ptr: Shared,
     len: usize,
-    image_len: usize,
 }
 
 /// The GEMM's columns: `count` of them, in grid rows of `pitch` whose first `valid` are output
-/// pixels, `rows_per_image` rows to an image. Dense layouts: one row per image.
+/// pixels (the output plane is `count / pitch` rows of `valid`). Dense layouts: one row.
 #[derive(Clone, Copy, Debug)]
 struct Columns {
     count: usize,
     pitch: usize,
     valid: usize,
-    rows_per_image: usize,
 }
 
 impl Columns {
-    /// Output pixels per image.
+    /// Output pixels.
     fn plane(&self) -> usize {
-        self.rows_per_image * self.valid
+        self.count / self.pitch * self.valid
     }
 }
 
@@ -369,7 +342,7 @@ enum Rhs<'a> {
     /// shifted view starts.
     Shifted { padded: &'a [f32], offsets: &'a [usize] },
     /// Input channel planes, packed (and unfolded) block by block by the tasks that use them.
-    Image { channel: &'a (dyn Fn(usize, usize) -> &'a [f32] + Sync), geometry: Unfold },
+    Image { channel: &'a (dyn Fn(usize) -> &'a [f32] + Sync), geometry: Unfold },
     /// A 1x1 conv's input rows in place: runs of consecutive rows (the first row's index, the rows
     /// one after another), one run per input part.
     Rows(Vec<(usize, &'a [f32])>),

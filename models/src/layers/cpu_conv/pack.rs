@@ -74,23 +74,22 @@ impl Shared {
     }
 }
 
-/// One group's whole input (`groups == 1`) for `images` images into `packed` as `[panel][k][NR]`,
-/// the columns running over every image's pixels in turn; panels split between threads.
+/// One group's whole input (`groups == 1`) into `packed` as `[panel][k][NR]`, panels split
+/// between threads.
 pub fn pack_image<'a>(
-    channel: &(impl Fn(usize, usize) -> &'a [f32] + Sync),
-    images: usize,
+    channel: &(impl Fn(usize) -> &'a [f32] + Sync),
     geometry: Unfold,
     gemm: Gemm,
     packed: &mut [f32],
 ) {
     const PANELS_PER_TASK: usize = 4;
-    let panels = (images * geometry.oh * geometry.ow).div_ceil(NR);
+    let panels = (geometry.oh * geometry.ow).div_ceil(NR);
     let packed = &mut packed[..panels * gemm.k * NR];
     packed.par_chunks_mut(PANELS_PER_TASK * gemm.k * NR).enumerate().for_each(|(task, out)| {
         let first = task * PANELS_PER_TASK;
         let count = out.len() / (gemm.k * NR);
         let mut line = [0f32; PANELS_PER_TASK * NR];
-        pack_block(channel, images, geometry, gemm, (0, 0, gemm.k), (first * NR, count), &mut line, out);
+        pack_block(channel, geometry, gemm, (0, 0, gemm.k), (first * NR, count), &mut line, out);
     });
 }
 
@@ -119,14 +118,11 @@ pub fn pad_image<'a>(
 }
 
 /// Rows `k0..k0 + kc` of group `g`'s GEMM input (the image itself for a 1x1 conv, its im2col rows
-/// otherwise), columns `col0..col0 + panels * NR` (over `images` images' pixels in turn), into
-/// `out` as `[panel][kc][NR]`. `channel(b, c)` is image b's input channel c (`h x w`); `line` is
-/// scratch of `panels * NR` floats. Columns past the last pixel keep whatever they held: their
-/// results are never stored.
-#[allow(clippy::too_many_arguments)]
+/// otherwise), columns `col0..col0 + panels * NR`, into `out` as `[panel][kc][NR]`. `channel(c)` is
+/// input channel c's `h x w` plane; `line` is scratch of `panels * NR` floats. Columns past the
+/// last pixel keep whatever they held: their results are never stored.
 pub fn pack_block<'a>(
-    channel: &impl Fn(usize, usize) -> &'a [f32],
-    images: usize,
+    channel: &impl Fn(usize) -> &'a [f32],
     geometry: Unfold,
     gemm: Gemm,
     (g, k0, kc): (usize, usize, usize),
@@ -135,29 +131,18 @@ pub fn pack_block<'a>(
     out: &mut [f32],
 ) {
     let plane = geometry.oh * geometry.ow;
-    let cols = (panels * NR).min(images * plane - col0);
+    let cols = (panels * NR).min(plane - col0);
     let taps = geometry.kernel * geometry.kernel;
     let out = &mut out[..panels * kc * NR];
-    let (first_image, first_x) = (col0 / plane, col0 % plane);
     for r in 0..kc {
         let row = g * gemm.k + k0 + r;
         let (c, tap) = (row / taps, row % taps);
-        let values: &[f32] = if geometry.is_identity() && first_x + cols <= plane {
-            &channel(first_image, c)[first_x..first_x + cols]
+        let source = channel(c);
+        let values: &[f32] = if geometry.is_identity() {
+            &source[col0..col0 + cols]
         } else {
             let line = &mut line[..cols];
-            let mut j = 0;
-            while j < cols {
-                let (b, x) = ((col0 + j) / plane, (col0 + j) % plane);
-                let len = (plane - x).min(cols - j);
-                let segment = &mut line[j..j + len];
-                if geometry.is_identity() {
-                    segment.copy_from_slice(&channel(b, c)[x..x + len]);
-                } else {
-                    unfold_range(channel(b, c), geometry, (tap / geometry.kernel, tap % geometry.kernel), x, segment);
-                }
-                j += len;
-            }
+            unfold_range(source, geometry, (tap / geometry.kernel, tap % geometry.kernel), col0, line);
             line
         };
         let (whole, tail) = values.split_at(values.len() / NR * NR);
