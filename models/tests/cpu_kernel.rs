@@ -98,9 +98,10 @@ fn single_layers_match_candle() {
         case(16, 16, 3, 1, 1, 16), // depthwise
         case(8, 8, 1, 1, 0, 4),    // grouped 1x1
     ];
-    cases.push(Case { n: 3, h: 7, w: 11, ..case(6, 9, 3, 1, 1, 1) }); // a batch
-                                                                      // 1x1 over whole panels (8x8, 4x16): the input rows read in place, a batch of them, and a
-                                                                      // reduction longer than one chunk.
+    // A batch.
+    cases.push(Case { n: 3, h: 7, w: 11, ..case(6, 9, 3, 1, 1, 1) });
+    // 1x1 over whole panels (8x8, 4x16): the input rows read in place, a batch of them, and a
+    // reduction longer than one chunk.
     cases.push(Case { n: 2, h: 8, w: 8, ..case(9, 13, 1, 1, 0, 1) });
     cases.push(Case { n: 1, h: 4, w: 16, ..case(300, 7, 1, 1, 0, 1) });
     // Stride-1 convs on outputs at least 28 wide read shifted views of a padded copy (grouped ones
