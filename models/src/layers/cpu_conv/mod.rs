@@ -66,13 +66,22 @@ fn with_buffer<R>(
 ) -> R {
     key.with(|cell| match cell.try_borrow_mut() {
         Ok(mut buffer) => {
-            if buffer.len() < len {
-                buffer.resize(len, 0.0);
+            if buffer.len() < len + ALIGN {
+                buffer.resize(len + ALIGN, 0.0);
             }
-            f(&mut buffer[..len])
+            f(aligned(&mut buffer, len))
         }
-        Err(_) => f(&mut vec![0f32; len]),
+        Err(_) => f(aligned(&mut vec![0f32; len + ALIGN], len)),
     })
+}
+
+/// Floats per cache line: panels start on a line, so no 32-byte load of a panel row splits two.
+const ALIGN: usize = 16;
+
+/// `len` floats of `buffer` (which has `ALIGN` to spare) from its first cache-line boundary.
+fn aligned(buffer: &mut [f32], len: usize) -> &mut [f32] {
+    let skip = buffer.as_ptr().align_offset(ALIGN * std::mem::size_of::<f32>());
+    &mut buffer[skip..][..len]
 }
 
 impl CpuConv {
@@ -222,6 +231,17 @@ impl CpuConv {
                 .collect(),
             _ => (0..k).step_by(KC).map(|k0| (k0, KC.min(k - k0), 0)).collect(),
         };
+        // Shifted views: per group and chunk, the farthest row start (bounds the kernel's reads).
+        let far: Vec<usize> = match rhs {
+            Rhs::Shifted { offsets, .. } => (0..groups)
+                .flat_map(|g| {
+                    chunks
+                        .iter()
+                        .map(move |&(k0, kc, _)| offsets[g * k + k0..][..kc].iter().max().copied().unwrap_or(0))
+                })
+                .collect(),
+            _ => vec![],
+        };
         (0..groups * m_blocks * n_blocks).into_par_iter().for_each(|task| {
             let (g, rest) = (task / (m_blocks * n_blocks), task % (m_blocks * n_blocks));
             let (mp0, np0) = ((rest / n_blocks) * bm, (rest % n_blocks) * bn);
@@ -234,7 +254,7 @@ impl CpuConv {
             with_buffer(&BLOCK, mps * MR * ld, |block| {
                 with_buffer(&PANELS, scratch, |scratch| {
                     let (panels, line) = scratch.split_at_mut(scratch.len().saturating_sub(ld));
-                    for &(k0, kc, run) in &chunks {
+                    for (chunk, &(k0, kc, run)) in chunks.iter().enumerate() {
                         if let Rhs::Image { channel, geometry } = rhs {
                             pack::pack_block(channel, *geometry, self.gemm, (g, k0, kc), (np0 * NR, nps), line, panels);
                         }
@@ -266,9 +286,8 @@ impl CpuConv {
                                         }
                                         Rhs::Shifted { padded, offsets } => {
                                             let offsets = &offsets[g * k + k0..][..kc];
-                                            let far = offsets.iter().max().copied().unwrap_or(0);
                                             let base = &padded[col..];
-                                            assert!(far + NR <= base.len());
+                                            assert!(far[g * chunks.len() + chunk] + NR <= base.len());
                                             (kernels.shifted)(kc, a, base.as_ptr(), offsets.as_ptr(), c, ld, k0 > 0)
                                         }
                                     }
