@@ -53,7 +53,27 @@ impl Activation {
     }
 
     /// values = activation(values + bias), elementwise on the CPU: the fused conv kernel's epilogue.
+    /// Compiled twice, for AVX2 + FMA (picked at run time) and for the baseline target: the loops
+    /// have no calls in them (see [`exp`]), so both vectorize.
     pub fn apply_in_place(self, values: &mut [f32], bias: f32) {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has both features.
+            return unsafe { self.apply_avx2(values, bias) };
+        }
+        self.apply(values, bias)
+    }
+
+    /// # Safety
+    /// The CPU must have AVX2 and FMA.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn apply_avx2(self, values: &mut [f32], bias: f32) {
+        self.apply(values, bias)
+    }
+
+    #[inline(always)]
+    fn apply(self, values: &mut [f32], bias: f32) {
         let each = values.iter_mut();
         match self {
             Activation::Linear => each.for_each(|v| *v += bias),
@@ -66,7 +86,7 @@ impl Activation {
     }
 }
 
-#[inline]
+#[inline(always)]
 fn leaky(x: f32, slope: f32) -> f32 {
     if x < 0.0 {
         x * slope
@@ -75,26 +95,116 @@ fn leaky(x: f32, slope: f32) -> f32 {
     }
 }
 
+/// e^x from multiplies and adds only, where `f32::exp` is a libm call that keeps a loop scalar:
+/// e^x = 2^n e^r with n = round(x / ln 2) and r = x - n ln 2 (ln 2 in two parts, so r is exact
+/// enough), e^r from Cephes' expf polynomial. Relative error below 3e-7. x is clamped to
+/// [-87, 88], where 2^n is a normal f32: e^x saturates near 0 and near f32::MAX, which the
+/// activations below turn into their limits.
+#[inline(always)]
+fn exp(x: f32) -> f32 {
+    // 1.5 * 2^23: adding it rounds to an integer, which lands in the low mantissa bits.
+    const ROUND: f32 = 12_582_912.0;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let x = x.clamp(-87.0, 88.0);
+    let t = x * std::f32::consts::LOG2_E + ROUND;
+    let n = t - ROUND;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let p = 1.987_569_2e-4;
+    let p = p * r + 1.398_199_9e-3;
+    let p = p * r + 8.333_452e-3;
+    let p = p * r + 4.166_579_6e-2;
+    let p = p * r + 1.666_666_5e-1;
+    let p = p * r + 5.000_000_1e-1;
+    let e_r = p * r * r + r + 1.0;
+    // 2^n: n + 127 into the exponent field (t's bits are ROUND's plus n).
+    let two_n = f32::from_bits(((t.to_bits() as i32 - ROUND.to_bits() as i32 + 127) << 23) as u32);
+    e_r * two_n
+}
+
 /// x * tanh(ln(1 + e^x)) with one exp instead of exp, ln and tanh: with n = e^x (e^x + 2),
 /// tanh(ln(1 + e^x)) = n / (n + 2). Above 20 it is x in f32, as on the candle path (and e^2x would
 /// overflow further up).
-#[inline]
+#[inline(always)]
 fn mish(x: f32) -> f32 {
+    let e = exp(x.min(20.0));
+    let n = e * (e + 2.0);
+    let y = x * n / (n + 2.0);
     if x > 20.0 {
         x
     } else {
-        let e = x.exp();
-        let n = e * (e + 2.0);
-        x * n / (n + 2.0)
+        y
     }
 }
 
-#[inline]
+#[inline(always)]
 fn swish(x: f32) -> f32 {
-    x / (1.0 + (-x).exp())
+    x / (1.0 + exp(-x))
 }
 
-#[inline]
+#[inline(always)]
 fn logistic(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
+    1.0 / (1.0 + exp(-x))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_is_close_to_libm_over_the_whole_range() {
+        let mut worst = 0f32;
+        for i in -87_000..88_000 {
+            let x = i as f32 / 1000.0 + 0.000_37;
+            let (ours, libm) = (exp(x), x.exp());
+            worst = worst.max((ours - libm).abs() / libm);
+        }
+        assert!(worst < 3e-7, "worst relative error {worst}");
+        assert!(exp(-200.0) < 1e-37 && exp(200.0) > 1e38);
+    }
+
+    #[test]
+    fn the_epilogue_matches_the_scalar_formulas() {
+        let values: Vec<f32> =
+            (-4000..4000).map(|i| i as f32 / 97.0).chain([-150.0, -90.0, 25.0, 95.0, 150.0]).collect();
+        let libm = |a: Activation, x: f32| -> f32 {
+            match a {
+                Activation::Linear => x,
+                Activation::Relu => x.max(0.0),
+                Activation::Leaky { slope } => {
+                    if x < 0.0 {
+                        x * slope
+                    } else {
+                        x
+                    }
+                }
+                Activation::Mish => x * ((x.min(20.0).exp()).ln_1p()).tanh(),
+                Activation::Swish => x / (1.0 + (-x).exp()),
+                Activation::Logistic => 1.0 / (1.0 + (-x).exp()),
+            }
+        };
+        let all = [
+            Activation::Linear,
+            Activation::Relu,
+            Activation::TIMM_LEAKY,
+            Activation::Mish,
+            Activation::Swish,
+            Activation::Logistic,
+        ];
+        for a in all {
+            // Lengths that leave a vector tail, and both the dispatched and the baseline build.
+            for len in [values.len(), 13] {
+                let mut dispatched = values[..len].to_vec();
+                a.apply_in_place(&mut dispatched, 0.25);
+                let mut baseline = values[..len].to_vec();
+                a.apply(&mut baseline, 0.25);
+                for ((x, d), b) in values.iter().zip(&dispatched).zip(&baseline) {
+                    let want = libm(a, x + 0.25);
+                    let tolerance = 2e-6 * want.abs().max(1e-3);
+                    assert!((d - want).abs() <= tolerance, "{a:?}({x} + 0.25): {d} vs {want}");
+                    assert!((b - want).abs() <= tolerance, "{a:?}({x} + 0.25) baseline: {b} vs {want}");
+                }
+            }
+        }
+    }
 }
