@@ -22,8 +22,8 @@ fn max_pool_candle(x: &Tensor, size: usize, stride: usize, padding: usize) -> Re
     x.max_pool2d_with_stride(size, stride)
 }
 
-/// [`max_pool`] on an f32 CPU tensor, directly: the window max is separable, so a pass over rows
-/// then one over columns of the row maxima (2 x size comparisons per output, not size^2), planes
+/// [`max_pool`] on an f32 CPU tensor, directly: the window max is separable, so a pass down the
+/// columns then one along the column maxima (2 x size comparisons per output, not size^2), planes
 /// in parallel, the -inf padding implicit (out-of-image positions are skipped).
 fn max_pool_cpu(x: &Tensor, size: usize, stride: usize, padding: usize) -> Result<Tensor> {
     let (n, c, h, w) = x.dims4()?;
@@ -37,6 +37,10 @@ fn max_pool_cpu(x: &Tensor, size: usize, stride: usize, padding: usize) -> Resul
         let start = (out * stride) as isize - before;
         (start.clamp(0, len as isize) as usize, (start + size as isize).clamp(0, len as isize) as usize)
     };
+    // Output columns whose window lies inside a row.
+    let inside_start = (0..ow).find(|&ox| (ox * stride) as isize >= before).unwrap_or(ow);
+    let inside_end = (inside_start..ow).find(|&ox| (ox * stride + size) as isize - before > w as isize).unwrap_or(ow);
+    let inside = inside_start..inside_end;
     let x = x.contiguous()?;
     let (storage, layout) = x.storage_and_layout();
     let Storage::Cpu(CpuStorage::F32(data)) = &*storage else {
@@ -46,24 +50,42 @@ fn max_pool_cpu(x: &Tensor, size: usize, stride: usize, padding: usize) -> Resul
     let mut out = vec![0f32; n * c * oh * ow];
     if oh * ow > 0 && h * w > 0 {
         out.par_chunks_mut(oh * ow).zip(input.par_chunks(h * w)).for_each(|(out, plane)| {
-            let mut rows = vec![f32::NEG_INFINITY; h * ow];
-            for (line, maxima) in plane.chunks_exact(w).zip(rows.chunks_exact_mut(ow)) {
-                for (ox, m) in maxima.iter_mut().enumerate() {
-                    let (lo, hi) = window(ox, w);
-                    *m = line[lo..hi].iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-                }
-            }
+            // Down the columns first, over whole rows (contiguous, so it vectorizes), then along
+            // the one row of maxima each output row needs.
+            let mut maxima = vec![f32::NEG_INFINITY; w];
             for (oy, line) in out.chunks_exact_mut(ow).enumerate() {
                 let (lo, hi) = window(oy, h);
-                line.fill(f32::NEG_INFINITY);
-                for maxima in rows[lo * ow..hi * ow].chunks_exact(ow) {
-                    line.iter_mut().zip(maxima).for_each(|(o, &m)| *o = o.max(m));
+                maxima.fill(f32::NEG_INFINITY);
+                for row in plane[lo * w..hi * w].chunks_exact(w) {
+                    maxima.iter_mut().zip(row).for_each(|(m, &v)| *m = larger(*m, v));
+                }
+                // Windows inside the row: `size` strided passes, no clamping; the edges one by one.
+                let inner = &mut line[inside.clone()];
+                inner.fill(f32::NEG_INFINITY);
+                for k in (0..size).filter(|_| !inside.is_empty()) {
+                    let from = inside.start * stride + k - before as usize;
+                    inner.iter_mut().zip(maxima[from..].iter().step_by(stride)).for_each(|(o, &m)| *o = larger(*o, m));
+                }
+                for ox in (0..inside.start).chain(inside.end..ow) {
+                    let (lo, hi) = window(ox, w);
+                    line[ox] = maxima[lo..hi].iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
                 }
             }
         });
     }
     drop(storage);
     Tensor::from_vec(out, (n, c, oh, ow), x.device())
+}
+
+/// The larger of a running maximum (never NaN: it starts at -inf) and a value, NaN skipped as
+/// `f32::max` would: one compare and select where `f32::max` needs a NaN check too.
+#[inline(always)]
+fn larger(max: f32, value: f32) -> f32 {
+    if value > max {
+        value
+    } else {
+        max
+    }
 }
 
 /// [`max_pool`] from ops candle can differentiate (its own max-pool backward needs
