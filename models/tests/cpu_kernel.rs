@@ -113,6 +113,15 @@ fn single_layers_match_candle() {
     cases.push(Case { h: 4, w: 30, ..case(40, 8, 3, 1, 1, 1) });
     cases.push(Case { h: 1, w: 1, ..case(4, 4, 3, 1, 1, 1) }); // 1x1 image
     cases.push(Case { h: 2, w: 17, ..case(3, 8, 3, 2, 1, 1) }); // thin image
+                                                                // Strided k x k convs read shifted views of stride x stride phases of the input: a 7x7 stem
+                                                                // over odd and even sizes, no padding, k = stride, padding wider than k/2, a batch, a
+                                                                // reduction longer than one chunk, an image smaller than the window.
+    cases.push(Case { h: 17, w: 22, ..case(3, 8, 7, 2, 3, 1) });
+    cases.push(Case { h: 16, w: 15, ..case(4, 6, 3, 2, 0, 1) });
+    cases.push(Case { h: 9, w: 10, ..case(5, 7, 2, 2, 0, 1) });
+    cases.push(Case { n: 2, h: 11, w: 12, ..case(6, 9, 3, 2, 2, 1) });
+    cases.push(Case { h: 12, w: 13, ..case(40, 8, 3, 2, 1, 1) });
+    cases.push(Case { h: 2, w: 1, ..case(4, 4, 5, 2, 2, 1) });
     for (i, c) in cases.iter().enumerate() {
         for (j, activation) in ACTIVATIONS.iter().enumerate() {
             let seed = (i * 10 + j) as u64;

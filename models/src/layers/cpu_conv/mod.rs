@@ -131,19 +131,26 @@ impl CpuConv {
         // A 1x1 conv reads its input rows in place when its panels are whole (no partial last panel
         // to read past a row's end); one group, so chunks of the reduction never straddle groups.
         let in_place = geometry.is_identity() && s.groups == 1 && plane % NR == 0;
-        // A stride-1 k x k conv reads shifted views of a padded copy of its input instead of im2col
-        // rows: the GEMM runs over output rows as wide as the padded input, and the k - 1 extra
-        // columns per row are dropped. Worth it where packing costs most (grouped convs) or the
-        // extra columns cost little (wide maps).
-        let shifted = s.stride == 1 && !geometry.is_identity() && (s.groups > 1 || ow >= SHIFTED_MIN_WIDTH);
-        let (hp, wp) = (h + 2 * s.padding, w + 2 * s.padding);
+        // A k x k conv reads shifted views of a padded copy of its input instead of im2col rows:
+        // the GEMM runs over output rows as wide as the copy's, and the extra columns per row are
+        // dropped. A strided conv's copy is split into stride x stride phases (every stride-th
+        // row and column), so each of its taps is a shifted view too. Worth it where packing costs
+        // most (grouped convs, strided ones that unfold to k^2 / stride^2 times their input) or
+        // the extra columns cost little (wide maps). A 1 x 1 strided conv would use one phase in
+        // stride^2: it packs.
+        let shifted = !geometry.is_identity()
+            && s.kernel >= s.stride
+            && (s.groups > 1 || s.stride > 1 || ow >= SHIFTED_MIN_WIDTH);
+        let (phases, (hq, wq)) = (s.stride * s.stride, geometry.phase_size());
         let offsets: Vec<usize> = if shifted {
             let (taps, per_group) = (s.kernel * s.kernel, s.in_channels / s.groups);
             (0..s.groups * self.gemm.k)
                 .map(|row| {
                     let (g, kr) = (row / self.gemm.k, row % self.gemm.k);
                     let (c, tap) = (g * per_group + kr / taps, kr % taps);
-                    c * hp * wp + (tap / s.kernel) * wp + tap % s.kernel
+                    let (ky, kx) = (tap / s.kernel, tap % s.kernel);
+                    let phase = (ky % s.stride) * s.stride + kx % s.stride;
+                    (c * phases + phase) * hq * wq + (ky / s.stride) * wq + kx / s.stride
                 })
                 .collect()
         } else {
@@ -172,10 +179,10 @@ impl CpuConv {
                 self.multiply(kernels, &Rhs::Rows(rows), dense, dst, residual);
             } else if shifted {
                 // Reads reach up to k - 1 + NR floats past the last plane (dropped columns only).
-                let len = s.in_channels * hp * wp + s.kernel + NR;
+                let len = s.in_channels * phases * hq * wq + s.kernel + NR;
                 with_buffer(&PACKED, len, |padded| {
-                    pack::pad_image(&channel, s.in_channels, (h, w, s.padding), padded);
-                    let columns = Columns { count: oh * wp, pitch: wp, valid: ow };
+                    pack::phase_image(&channel, s.in_channels, geometry, padded);
+                    let columns = Columns { count: oh * wq, pitch: wq, valid: ow };
                     self.multiply(kernels, &Rhs::Shifted { padded, offsets: &offsets }, columns, dst, residual);
                 });
             } else if s.groups == 1 {

@@ -58,6 +58,13 @@ impl Unfold {
     pub fn is_identity(&self) -> bool {
         self.kernel == 1 && self.stride == 1 && self.padding == 0
     }
+
+    /// Rows and columns of one phase of the input (see [`phase_image`]): enough for every output
+    /// plus the farthest tap's shift, `(kernel - 1) / stride`.
+    pub fn phase_size(&self) -> (usize, usize) {
+        let reach = (self.kernel - 1) / self.stride;
+        (self.oh + reach, self.ow + reach)
+    }
 }
 
 /// A raw pointer shared by tasks that write disjoint parts of one buffer.
@@ -94,25 +101,49 @@ pub fn pack_image<'a>(
 }
 
 /// Input channels `0..channels` (`channel(c)`, `h x w` each) into `padded` as
-/// `[c][h + 2 pad][w + 2 pad]` with zero borders, channels split between threads; the rest of
-/// `padded` (slack the shifted views may read for dropped columns) is zeroed.
-pub fn pad_image<'a>(
+/// `[c][phase][hq][wq]` (see [`Unfold::phase_size`]), channels split between threads. Phase
+/// `(py, px)`, for py, px < stride, holds input pixel `(r * stride + py - pad, q * stride + px - pad)`
+/// at `(r, q)`, zero outside the image: so tap `(ky, kx)` of output `(oy, ox)` is phase
+/// `(ky % stride, kx % stride)` at `(oy + ky / stride, ox + kx / stride)`. At stride 1 the one
+/// phase is the zero-padded image. The rest of `padded` (slack the shifted views may read for
+/// dropped columns) is zeroed.
+pub fn phase_image<'a>(
     channel: &(impl Fn(usize) -> &'a [f32] + Sync),
     channels: usize,
-    (h, w, pad): (usize, usize, usize),
+    geometry: Unfold,
     padded: &mut [f32],
 ) {
-    let (hp, wp) = (h + 2 * pad, w + 2 * pad);
-    let (planes, rest) = padded.split_at_mut(channels * hp * wp);
+    let Unfold { h, w, stride, padding: pad, .. } = geometry;
+    let (hq, wq) = geometry.phase_size();
+    let (planes, rest) = padded.split_at_mut(channels * stride * stride * hq * wq);
     rest.fill(0.0);
-    planes.par_chunks_mut(hp * wp).enumerate().for_each(|(c, out)| {
-        out[..pad * wp].fill(0.0);
-        out[(pad + h) * wp..].fill(0.0);
+    // Phase index q covers input column q * stride + offset: the q range inside [0, w).
+    let inside = |offset: isize, len: usize, count: usize| {
+        let s = stride as isize;
+        let lo = (((-offset).max(0) + s - 1) / s).min(count as isize);
+        let hi = ((len as isize - offset + s - 1) / s).min(count as isize).max(lo);
+        (lo as usize, hi as usize)
+    };
+    planes.par_chunks_mut(stride * stride * hq * wq).enumerate().for_each(|(c, out)| {
         let source = channel(c);
-        for (y, line) in out[pad * wp..(pad + h) * wp].chunks_exact_mut(wp).enumerate() {
-            line[..pad].fill(0.0);
-            line[pad + w..].fill(0.0);
-            line[pad..pad + w].copy_from_slice(&source[y * w..(y + 1) * w]);
+        for (phase, out) in out.chunks_exact_mut(hq * wq).enumerate() {
+            let (py, px) = ((phase / stride) as isize - pad as isize, (phase % stride) as isize - pad as isize);
+            let (x_lo, x_hi) = inside(px, w, wq);
+            let (y_lo, y_hi) = inside(py, h, hq);
+            out[..y_lo * wq].fill(0.0);
+            out[y_hi * wq..].fill(0.0);
+            for (r, line) in out[y_lo * wq..y_hi * wq].chunks_exact_mut(wq).enumerate() {
+                let iy = ((y_lo + r) as isize * stride as isize + py) as usize;
+                line[..x_lo].fill(0.0);
+                line[x_hi..].fill(0.0);
+                let from = (x_lo as isize * stride as isize + px) as usize;
+                let row = &source[iy * w..(iy + 1) * w];
+                if stride == 1 {
+                    line[x_lo..x_hi].copy_from_slice(&row[from..from + (x_hi - x_lo)]);
+                } else {
+                    line[x_lo..x_hi].iter_mut().zip(row[from..].iter().step_by(stride)).for_each(|(v, x)| *v = *x);
+                }
+            }
         }
     });
 }
