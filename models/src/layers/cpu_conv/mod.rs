@@ -3,9 +3,10 @@
 //!
 //! - Weights are packed once, when the layer is prepared, into the micro-kernel's panel layout.
 //! - The input reaches the micro-kernel in one of four ways (see `run_fused`): a 1x1 conv reads
-//!   its rows in place; a stride-1 conv reads shifted views of a padded copy (implicit GEMM, no
-//!   im2col); a grouped conv's blocks pack their own im2col panels in cache; other convs pack
-//!   im2col panels once per image. No im2col matrix exists in full.
+//!   its rows in place; a k x k conv reads shifted views of a padded copy, split into phases when
+//!   strided (implicit GEMM, no im2col); a grouped 1x1 conv's blocks pack their own panels in
+//!   cache; what remains (1x1 convs whose rows end mid-panel, strided 1x1 convs) packs its panels
+//!   once per image. No im2col matrix exists in full.
 //! - The output is cut into blocks of output channels x pixels, for every group at once, and the
 //!   blocks run in parallel: CSPResNeXt's 32-group convs become many small tasks rather than 32
 //!   GEMMs in a row.
@@ -34,10 +35,6 @@ const KC: usize = 256;
 /// Block size in panels: up to 8 x 6 output channels by 16 x 16 pixels (a 48 KiB block buffer).
 const BLOCK_M_PANELS: usize = 8;
 const BLOCK_N_PANELS: usize = 16;
-/// Narrowest output on which a dense stride-1 conv reads shifted views (the k - 1 extra columns
-/// per row are 7% of the work at 28 and 3x3).
-const SHIFTED_MIN_WIDTH: usize = 28;
-
 /// A prepared folded conv (see the module docs).
 #[derive(Clone, Debug)]
 pub struct CpuConv {
@@ -134,13 +131,11 @@ impl CpuConv {
         // A k x k conv reads shifted views of a padded copy of its input instead of im2col rows:
         // the GEMM runs over output rows as wide as the copy's, and the extra columns per row are
         // dropped. A strided conv's copy is split into stride x stride phases (every stride-th
-        // row and column), so each of its taps is a shifted view too. Worth it where packing costs
-        // most (grouped convs, strided ones that unfold to k^2 / stride^2 times their input) or
-        // the extra columns cost little (wide maps). A 1 x 1 strided conv would use one phase in
-        // stride^2: it packs.
-        let shifted = !geometry.is_identity()
-            && s.kernel >= s.stride
-            && (s.groups > 1 || s.stride > 1 || ow >= SHIFTED_MIN_WIDTH);
+        // row and column), so each of its taps is a shifted view too. One copy of the input
+        // instead of k^2 / stride^2, in place of a packed im2col that outgrows L2 on small maps
+        // (measured faster at every width down to 7, where both compute 64 columns for 49).
+        // A 1 x 1 strided conv would use one phase in stride^2: it packs.
+        let shifted = !geometry.is_identity() && s.kernel >= s.stride;
         let (phases, (hq, wq)) = (s.stride * s.stride, geometry.phase_size());
         let offsets: Vec<usize> = if shifted {
             let (taps, per_group) = (s.kernel * s.kernel, s.in_channels / s.groups);
