@@ -72,8 +72,26 @@ impl Activation {
         self.apply(values, bias)
     }
 
+    /// `out[i] = activation(values[i] + bias)`, inlined like [`Activation::apply`].
+    ///
+    /// # Safety
+    /// `out` is valid for `values.len()` writes and overlaps nothing read here.
     #[inline(always)]
-    fn apply(self, values: &mut [f32], bias: f32) {
+    pub(crate) unsafe fn apply_into(self, values: &[f32], bias: f32, out: *mut f32) {
+        match self {
+            Activation::Linear => map_into(values, out, |x| x + bias),
+            Activation::Relu => map_into(values, out, |x| (x + bias).max(0.0)),
+            Activation::Leaky { slope } => map_into(values, out, |x| leaky(x + bias, slope)),
+            Activation::Mish => map_into(values, out, |x| mish(x + bias)),
+            Activation::Swish => map_into(values, out, |x| swish(x + bias)),
+            Activation::Logistic => map_into(values, out, |x| logistic(x + bias)),
+        }
+    }
+
+    /// [`Activation::apply_in_place`] inlined into the caller, for callers compiled with their own
+    /// target features (see `CpuConv`'s epilogue).
+    #[inline(always)]
+    pub(crate) fn apply(self, values: &mut [f32], bias: f32) {
         let each = values.iter_mut();
         match self {
             Activation::Linear => each.for_each(|v| *v += bias),
@@ -83,6 +101,18 @@ impl Activation {
             Activation::Swish => each.for_each(|v| *v = swish(*v + bias)),
             Activation::Logistic => each.for_each(|v| *v = logistic(*v + bias)),
         }
+    }
+}
+
+/// `out[i] = f(values[i])`: a loop the compiler vectorizes (where a copy would be a `memcpy` call,
+/// which costs more than the work on a run of a few floats).
+///
+/// # Safety
+/// `out` is valid for `values.len()` writes.
+#[inline(always)]
+unsafe fn map_into(values: &[f32], out: *mut f32, f: impl Fn(f32) -> f32) {
+    for (i, v) in values.iter().enumerate() {
+        out.add(i).write(f(*v));
     }
 }
 

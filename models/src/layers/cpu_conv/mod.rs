@@ -137,20 +137,19 @@ impl CpuConv {
         // A 1 x 1 strided conv would use one phase in stride^2: it packs.
         let shifted = !geometry.is_identity() && s.kernel >= s.stride;
         let (phases, (hq, wq)) = (s.stride * s.stride, geometry.phase_size());
-        let offsets: Vec<usize> = if shifted {
-            let (taps, per_group) = (s.kernel * s.kernel, s.in_channels / s.groups);
-            (0..s.groups * self.gemm.k)
-                .map(|row| {
-                    let (g, kr) = (row / self.gemm.k, row % self.gemm.k);
-                    let (c, tap) = (g * per_group + kr / taps, kr % taps);
-                    let (ky, kx) = (tap / s.kernel, tap % s.kernel);
-                    let phase = (ky % s.stride) * s.stride + kx % s.stride;
-                    (c * phases + phase) * hq * wq + (ky / s.stride) * wq + kx / s.stride
-                })
-                .collect()
-        } else {
-            vec![]
-        };
+        let mut offsets = Vec::new();
+        if shifted {
+            // GEMM rows in weight order: group, channel, tap row, tap column.
+            offsets.reserve(s.groups * self.gemm.k);
+            for c in 0..s.in_channels {
+                for ky in 0..s.kernel {
+                    for kx in 0..s.kernel {
+                        let phase = (ky % s.stride) * s.stride + kx % s.stride;
+                        offsets.push((c * phases + phase) * hq * wq + (ky / s.stride) * wq + kx / s.stride);
+                    }
+                }
+            }
+        }
         for b in 0..n {
             // SAFETY: image b's part of the capacity reserved above.
             let dst = Output { ptr: Shared(unsafe { out.as_mut_ptr().add(b * image_len) }), len: image_len };
@@ -207,9 +206,8 @@ impl CpuConv {
         dst: Output,
         residual: Option<(&[f32], Activation)>,
     ) {
-        let Gemm { groups, m, k } = self.gemm;
+        let Gemm { groups, k, .. } = self.gemm;
         let (m_panels, n_panels) = (self.gemm.m_panels(), columns.count.div_ceil(NR));
-        let plane = columns.plane();
         // Enough blocks to keep every thread busy to the end; smaller blocks only below that.
         let wanted = 4 * rayon::current_num_threads();
         let (mut bm, mut bn) = (BLOCK_M_PANELS.min(m_panels), BLOCK_N_PANELS.min(n_panels));
@@ -298,37 +296,97 @@ impl CpuConv {
                         }
                     }
                 });
-                // Block columns -> output positions: runs of valid columns, one per grid row.
-                let (col0, col_end) = (np0 * NR, ((np0 + nps) * NR).min(columns.count));
-                let mut j = col0;
-                while j < col_end {
-                    let (row, x) = (j / columns.pitch, j % columns.pitch);
-                    let next = col_end.min((row + 1) * columns.pitch);
-                    let len = columns.valid.min(next - row * columns.pitch).saturating_sub(x);
-                    let at = row * columns.valid + x;
-                    let from = j - col0;
-                    j = next;
-                    if len == 0 {
-                        continue;
-                    }
-                    for r in 0..(mps * MR).min(m - mp0 * MR) {
-                        let channel = g * m + mp0 * MR + r;
-                        let values = &mut block[r * ld + from..][..len];
-                        self.spec.activation.apply_in_place(values, self.bias[channel]);
-                        if let Some((residual, activation)) = residual {
-                            let add = &residual[channel * plane + at..][..len];
-                            values.iter_mut().zip(add).for_each(|(v, r)| *v += r);
-                            activation.apply_in_place(values, 0.0);
-                        }
-                        let to = channel * plane + at;
-                        assert!(to + len <= dst.len);
-                        // SAFETY: in bounds (asserted); this block is the only writer of these
-                        // positions, which nothing reads before `run_fused` returns.
-                        unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), dst.ptr.ptr().add(to), len) };
-                    }
-                }
+                self.finish_block(block, ld, (g, mp0, mps), (np0 * NR, nps), columns, residual, dst);
             });
         });
+    }
+
+    /// A block's epilogue: bias, activation and residual on the sums in `block` (`ld` floats a
+    /// row), each valid column copied to its output position. Compiled for AVX2 + FMA where the CPU
+    /// has them, like [`Activation::apply_in_place`], but dispatched once per block: on small maps
+    /// a row's runs are a few pixels each.
+    #[allow(clippy::too_many_arguments)]
+    fn finish_block(
+        &self,
+        block: &mut [f32],
+        ld: usize,
+        panels: (usize, usize, usize),
+        cols: (usize, usize),
+        columns: Columns,
+        residual: Option<(&[f32], Activation)>,
+        dst: Output,
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has both features.
+            return unsafe { self.finish_block_avx2(block, ld, panels, cols, columns, residual, dst) };
+        }
+        self.finish_block_body(block, ld, panels, cols, columns, residual, dst)
+    }
+
+    /// # Safety
+    /// The CPU must have AVX2 and FMA.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn finish_block_avx2(
+        &self,
+        block: &mut [f32],
+        ld: usize,
+        panels: (usize, usize, usize),
+        cols: (usize, usize),
+        columns: Columns,
+        residual: Option<(&[f32], Activation)>,
+        dst: Output,
+    ) {
+        self.finish_block_body(block, ld, panels, cols, columns, residual, dst)
+    }
+
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn finish_block_body(
+        &self,
+        block: &mut [f32],
+        ld: usize,
+        (g, mp0, mps): (usize, usize, usize),
+        (col0, panels): (usize, usize),
+        columns: Columns,
+        residual: Option<(&[f32], Activation)>,
+        dst: Output,
+    ) {
+        let m = self.gemm.m;
+        let plane = columns.plane();
+        let col_end = (col0 + panels * NR).min(columns.count);
+        for r in 0..(mps * MR).min(m - mp0 * MR) {
+            let channel = g * m + mp0 * MR + r;
+            let bias = self.bias[channel];
+            // Block columns -> output positions: runs of valid columns, one per grid row.
+            let mut j = col0;
+            while j < col_end {
+                let (row, x) = (j / columns.pitch, j % columns.pitch);
+                let next = col_end.min((row + 1) * columns.pitch);
+                let len = columns.valid.min(next - row * columns.pitch).saturating_sub(x);
+                let (at, from) = (row * columns.valid + x, j - col0);
+                j = next;
+                if len == 0 {
+                    continue;
+                }
+                let values = &mut block[r * ld + from..][..len];
+                let to = channel * plane + at;
+                assert!(to + len <= dst.len);
+                // SAFETY (both writes): in bounds (asserted); this block is the only writer of these
+                // positions, which nothing reads before `run_fused` returns.
+                match residual {
+                    None => unsafe { self.spec.activation.apply_into(values, bias, dst.ptr.ptr().add(to)) },
+                    Some((residual, activation)) => {
+                        self.spec.activation.apply(values, bias);
+                        let add = &residual[channel * plane + at..][..len];
+                        values.iter_mut().zip(add).for_each(|(v, r)| *v += r);
+                        unsafe { activation.apply_into(values, 0.0, dst.ptr.ptr().add(to)) };
+                    }
+                }
+            }
+        }
     }
 }
 
