@@ -3,11 +3,11 @@
 //! and every activation, and whole classifiers, within 1e-4 relative; a detector within its f32
 //! rounding noise.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use candle_core::{Device, Module, Tensor};
 use candle_nn::VarBuilder;
-use csp_models::layers::{Activation, ConvLayer, ConvSpec};
+use csp_models::layers::{Activation, ConvLayer, ConvSpec, InputPath};
 use csp_models::model::Engine;
 use csp_models::weights::random::random_model;
 
@@ -104,30 +104,38 @@ fn single_layers_match_candle() {
     // reduction longer than one chunk.
     cases.push(Case { n: 2, h: 8, w: 8, ..case(9, 13, 1, 1, 0, 1) });
     cases.push(Case { n: 1, h: 4, w: 16, ..case(300, 7, 1, 1, 0, 1) });
-    // Stride-1 convs on outputs at least 28 wide read shifted views of a padded copy (grouped ones
-    // at any width): 3x3 and 5x5, padding wider than k/2, a batch of grouped ones, and a
-    // reduction longer than one chunk.
+    // 1x1 whose rows end mid-panel, with channels that fill the weight panels: packed.
+    cases.push(case(8, 12, 1, 1, 0, 1));
+    // Shifted views of a padded copy on wide outputs: 3x3 and 5x5, padding wider than k/2, a
+    // batch of grouped ones, and a reduction longer than one chunk.
     cases.push(Case { h: 5, w: 40, ..case(5, 7, 3, 1, 1, 1) });
     cases.push(Case { h: 3, w: 29, ..case(4, 6, 5, 1, 3, 1) });
     cases.push(Case { n: 2, h: 6, w: 31, ..case(12, 6, 3, 1, 1, 3) });
     cases.push(Case { h: 4, w: 30, ..case(40, 8, 3, 1, 1, 1) });
-    cases.push(Case { h: 1, w: 1, ..case(4, 4, 3, 1, 1, 1) }); // 1x1 image
-    cases.push(Case { h: 2, w: 17, ..case(3, 8, 3, 2, 1, 1) }); // thin image
-                                                                // Strided k x k convs read shifted views of stride x stride phases of the input: a 7x7 stem
-                                                                // over odd and even sizes, no padding, k = stride, padding wider than k/2, a batch, a
-                                                                // reduction longer than one chunk, an image smaller than the window.
+    // A 1x1 image, a thin one.
+    cases.push(Case { h: 1, w: 1, ..case(4, 4, 3, 1, 1, 1) });
+    cases.push(Case { h: 2, w: 17, ..case(3, 8, 3, 2, 1, 1) });
+    // Strided k x k convs read shifted views of stride x stride phases of the input: a 7x7 stem
+    // over odd and even sizes, no padding, k = stride, padding wider than k/2, a batch, a
+    // reduction longer than one chunk, an image smaller than the window.
     cases.push(Case { h: 17, w: 22, ..case(3, 8, 7, 2, 3, 1) });
     cases.push(Case { h: 16, w: 15, ..case(4, 6, 3, 2, 0, 1) });
     cases.push(Case { h: 9, w: 10, ..case(5, 7, 2, 2, 0, 1) });
     cases.push(Case { n: 2, h: 11, w: 12, ..case(6, 9, 3, 2, 2, 1) });
-    cases.push(Case { h: 12, w: 13, ..case(40, 8, 3, 2, 1, 1) });
+    cases.push(Case { h: 40, w: 43, ..case(40, 8, 3, 2, 1, 1) });
     cases.push(Case { h: 2, w: 1, ..case(4, 4, 5, 2, 2, 1) });
+    // 1x1 convs on small maps run transposed (pixels along the kernel's short side): more
+    // channels than one panel of each side, a reduction longer than one chunk, a batch.
+    cases.push(Case { h: 7, w: 7, ..case(300, 70, 1, 1, 0, 1) });
+    cases.push(Case { n: 2, h: 7, w: 7, ..case(64, 35, 1, 1, 0, 1) });
+    let mut paths = HashSet::new();
     for (i, c) in cases.iter().enumerate() {
         for (j, activation) in ACTIVATIONS.iter().enumerate() {
             let seed = (i * 10 + j) as u64;
             let reference = layer(c, *activation, seed);
             let fast = reference.with_cpu_kernel(true).unwrap();
             assert!(fast.uses_cpu_kernel() && !reference.uses_cpu_kernel());
+            paths.insert(fast.input_path(c.h, c.w).unwrap());
             // Scaled so that activations see both signs and their saturated ranges.
             let x = (tensor(&[c.n, c.cin, c.h, c.w], seed + 100) * 3.0).unwrap();
             let want = reference.forward(&x).unwrap();
@@ -139,6 +147,10 @@ fn single_layers_match_candle() {
             );
             assert!(diff <= TOLERANCE, "{what}: relative difference {diff:e}");
         }
+    }
+    use InputPath::*;
+    for path in [Rows, Shifted, Transposed, Packed, PackedPerBlock] {
+        assert!(paths.contains(&path), "no case takes {path:?}");
     }
 }
 

@@ -52,24 +52,9 @@ impl Activation {
         }
     }
 
-    /// values = activation(values + bias), elementwise on the CPU: the fused conv kernel's epilogue.
-    /// Compiled twice, for AVX2 + FMA (picked at run time) and for the baseline target: the loops
-    /// have no calls in them (see [`exp`]), so both vectorize.
+    /// values = activation(values + bias), elementwise on the CPU (vectorized, see [`with_simd`]).
     pub fn apply_in_place(self, values: &mut [f32], bias: f32) {
-        #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU has both features.
-            return unsafe { self.apply_avx2(values, bias) };
-        }
-        self.apply(values, bias)
-    }
-
-    /// # Safety
-    /// The CPU must have AVX2 and FMA.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn apply_avx2(self, values: &mut [f32], bias: f32) {
-        self.apply(values, bias)
+        with_simd(|| self.apply(values, bias))
     }
 
     /// `out[i] = activation(values[i] + bias)`, inlined like [`Activation::apply`].
@@ -102,6 +87,27 @@ impl Activation {
             Activation::Logistic => each.for_each(|v| *v = logistic(*v + bias)),
         }
     }
+}
+
+/// `f` compiled for AVX2 + FMA where the CPU has them (checked at run time), else for the baseline
+/// target: the loops inlined into it then vectorize 8 lanes wide. The activations below have no
+/// calls in them (see [`exp`]), so their loops do.
+#[inline(always)]
+pub(crate) fn with_simd<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has both features.
+        return unsafe { avx2_fma(f) };
+    }
+    f()
+}
+
+/// # Safety
+/// The CPU must have AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn avx2_fma<R>(f: impl FnOnce() -> R) -> R {
+    f()
 }
 
 /// `out[i] = f(values[i])`: a loop the compiler vectorizes (where a copy would be a `memcpy` call,
@@ -145,7 +151,7 @@ fn exp(x: f32) -> f32 {
     let p = p * r + 8.333_452e-3;
     let p = p * r + 4.166_579_6e-2;
     let p = p * r + 1.666_666_5e-1;
-    let p = p * r + 5.000_000_1e-1;
+    let p = p * r + 0.5;
     let e_r = p * r * r + r + 1.0;
     // 2^n: n + 127 into the exponent field (t's bits are ROUND's plus n).
     let two_n = f32::from_bits(((t.to_bits() as i32 - ROUND.to_bits() as i32 + 127) << 23) as u32);

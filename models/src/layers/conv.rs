@@ -9,7 +9,7 @@ use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
-use super::{Activation, CpuConv};
+use super::{Activation, CpuConv, InputPath};
 
 /// Batch-norm epsilon of darknet and PyTorch alike.
 pub const BN_EPS: f64 = 1e-5;
@@ -150,6 +150,11 @@ impl ConvLayer {
             None
         };
         Ok(ConvLayer { cpu, ..self.clone() })
+    }
+
+    /// How the fast CPU kernel feeds an `h x w` input to its GEMM; None without the kernel.
+    pub fn input_path(&self, h: usize, w: usize) -> Option<InputPath> {
+        self.cpu.as_ref().map(|kernel| kernel.input_path(h, w))
     }
 
     /// Inference on the fused CPU kernel with the executor's fusions: `inputs` concatenated along

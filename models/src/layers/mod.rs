@@ -11,5 +11,5 @@ pub use activation::Activation;
 pub use bn_train::batch_norm_act_train;
 pub use conv::{BatchNorm, ConvLayer, ConvSpec, BN_EPS};
 pub use conv_grad::conv2d_train;
-pub use cpu_conv::CpuConv;
+pub use cpu_conv::{CpuConv, InputPath};
 pub use pool::{global_avg_pool, max_pool, max_pool_differentiable, max_pool_out};

@@ -2,11 +2,11 @@
 //! one blocked GEMM per group whose epilogue writes each output position once.
 //!
 //! - Weights are packed once, when the layer is prepared, into the micro-kernel's panel layout.
-//! - The input reaches the micro-kernel in one of four ways (see `run_fused`): a 1x1 conv reads
+//! - The input reaches the micro-kernel in one of five ways ([`InputPath`]): a 1x1 conv reads
 //!   its rows in place; a k x k conv reads shifted views of a padded copy, split into phases when
-//!   strided (implicit GEMM, no im2col); a grouped 1x1 conv's blocks pack their own panels in
-//!   cache; what remains (1x1 convs whose rows end mid-panel, strided 1x1 convs) packs its panels
-//!   once per image. No im2col matrix exists in full.
+//!   strided (implicit GEMM, no im2col); a 1x1 conv on a small map runs the GEMM transposed; a
+//!   grouped 1x1 conv's blocks pack their own panels in cache; what remains packs its panels once
+//!   per image. No im2col matrix exists in full.
 //! - The output is cut into blocks of output channels x pixels, for every group at once, and the
 //!   blocks run in parallel: CSPResNeXt's 32-group convs become many small tasks rather than 32
 //!   GEMMs in a row.
@@ -21,11 +21,13 @@ mod pack;
 mod tensors;
 
 use std::cell::RefCell;
+use std::sync::OnceLock;
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape};
 use rayon::prelude::*;
 
+use super::activation::with_simd;
 use super::{Activation, ConvSpec};
 use kernel::{Kernels, MR, NR};
 use pack::{Gemm, Shared, Unfold};
@@ -35,6 +37,8 @@ const KC: usize = 256;
 /// Block size in panels: up to 8 x 6 output channels by 16 x 16 pixels (a 48 KiB block buffer).
 const BLOCK_M_PANELS: usize = 8;
 const BLOCK_N_PANELS: usize = 16;
+/// Largest im2col (floats) the transposed GEMM packs per image: 2 MiB, a few L2s.
+const TRANSPOSED_MAX_PACKED: usize = 1 << 19;
 /// A prepared folded conv (see the module docs).
 #[derive(Clone, Debug)]
 pub struct CpuConv {
@@ -42,6 +46,9 @@ pub struct CpuConv {
     gemm: Gemm,
     /// `[group][panel][k][MR]` (see `pack`).
     weight: Vec<f32>,
+    /// `[panel][k][NR]`, for the transposed GEMM on small maps (see `multiply_transposed`): packed
+    /// the first time a small map comes.
+    weight_t: OnceLock<Vec<f32>>,
     bias: Vec<f32>,
 }
 
@@ -92,7 +99,7 @@ impl CpuConv {
         assert_eq!(weight.len(), gemm.groups * gemm.m * gemm.k, "{}: weight size", spec.name);
         assert_eq!(bias.len(), spec.out_channels, "{}: bias size", spec.name);
         let weight = pack::pack_weights(&weight, gemm);
-        CpuConv { spec, gemm, weight, bias }
+        CpuConv { spec, gemm, weight, weight_t: OnceLock::new(), bias }
     }
 
     /// The output for one contiguous NCHW input.
@@ -125,20 +132,10 @@ impl CpuConv {
         let image_len = s.out_channels * plane;
         let mut out: Vec<f32> = Vec::with_capacity(n * image_len);
         let kernels = kernel::kernels();
-        // A 1x1 conv reads its input rows in place when its panels are whole (no partial last panel
-        // to read past a row's end); one group, so chunks of the reduction never straddle groups.
-        let in_place = geometry.is_identity() && s.groups == 1 && plane % NR == 0;
-        // A k x k conv reads shifted views of a padded copy of its input instead of im2col rows:
-        // the GEMM runs over output rows as wide as the copy's, and the extra columns per row are
-        // dropped. A strided conv's copy is split into stride x stride phases (every stride-th
-        // row and column), so each of its taps is a shifted view too. One copy of the input
-        // instead of k^2 / stride^2, in place of a packed im2col that outgrows L2 on small maps
-        // (measured faster at every width down to 7, where both compute 64 columns for 49).
-        // A 1 x 1 strided conv would use one phase in stride^2: it packs.
-        let shifted = !geometry.is_identity() && s.kernel >= s.stride;
+        let path = self.input_path(h, w);
         let (phases, (hq, wq)) = (s.stride * s.stride, geometry.phase_size());
         let mut offsets = Vec::new();
-        if shifted {
+        if path == InputPath::Shifted {
             // GEMM rows in weight order: group, channel, tap row, tap column.
             offsets.reserve(s.groups * self.gemm.k);
             for c in 0..s.in_channels {
@@ -160,40 +157,74 @@ impl CpuConv {
                 &p.data[b * p.image_stride + offset..][..h * w]
             };
             let dense = Columns { count: plane, pitch: plane, valid: plane };
-            if in_place {
-                let mut first = 0;
-                let rows = inputs
-                    .iter()
-                    .map(|p| {
-                        let run = (first, &p.data[b * p.image_stride..][..p.channels * plane]);
-                        first += p.channels;
-                        run
-                    })
-                    .collect();
-                self.multiply(kernels, &Rhs::Rows(rows), dense, dst, residual);
-            } else if shifted {
-                // Reads reach up to k - 1 + NR floats past the last plane (dropped columns only).
-                let len = s.in_channels * phases * hq * wq + s.kernel + NR;
-                with_buffer(&PACKED, len, |padded| {
-                    pack::phase_image(&channel, s.in_channels, geometry, padded);
-                    let columns = Columns { count: oh * wq, pitch: wq, valid: ow };
-                    self.multiply(kernels, &Rhs::Shifted { padded, offsets: &offsets }, columns, dst, residual);
-                });
-            } else if s.groups == 1 {
-                // Every block of output channels reads the same input: pack it once.
-                with_buffer(&PACKED, self.gemm.k * plane.div_ceil(NR) * NR, |packed| {
-                    pack::pack_image(&channel, geometry, self.gemm, packed);
+            match path {
+                InputPath::Transposed => with_buffer(&PACKED, self.gemm.k * plane.next_multiple_of(MR), |packed| {
+                    pack::pack_image::<MR>(&channel, geometry, self.gemm, packed);
+                    self.multiply_transposed(kernels, packed, plane, dst, residual);
+                }),
+                InputPath::Rows => {
+                    let mut first = 0;
+                    let rows = inputs
+                        .iter()
+                        .map(|p| {
+                            let run = (first, &p.data[b * p.image_stride..][..p.channels * plane]);
+                            first += p.channels;
+                            run
+                        })
+                        .collect();
+                    self.multiply(kernels, &Rhs::Rows(rows), dense, dst, residual);
+                }
+                InputPath::Shifted => {
+                    // Reads reach up to k - 1 + NR floats past the last plane (dropped columns only).
+                    let len = s.in_channels * phases * hq * wq + s.kernel + NR;
+                    with_buffer(&PACKED, len, |padded| {
+                        pack::phase_image(&channel, s.in_channels, geometry, padded);
+                        let columns = Columns { count: oh * wq, pitch: wq, valid: ow };
+                        self.multiply(kernels, &Rhs::Shifted { padded, offsets: &offsets }, columns, dst, residual);
+                    });
+                }
+                InputPath::Packed => with_buffer(&PACKED, self.gemm.k * plane.div_ceil(NR) * NR, |packed| {
+                    pack::pack_image::<NR>(&channel, geometry, self.gemm, packed);
                     self.multiply(kernels, &Rhs::Packed(packed), dense, dst, residual);
-                });
-            } else {
-                // A group's input is read by its own few channels only: each block packs its part as
-                // it goes, into a buffer that stays in cache.
-                self.multiply(kernels, &Rhs::Image { channel: &channel, geometry }, dense, dst, residual);
+                }),
+                InputPath::PackedPerBlock => {
+                    self.multiply(kernels, &Rhs::Image { channel: &channel, geometry }, dense, dst, residual)
+                }
             }
         }
         // SAFETY: `multiply` wrote every position of every image (see there).
         unsafe { out.set_len(n * image_len) };
         out
+    }
+
+    /// How an `h x w` input reaches the micro-kernel (see [`InputPath`]).
+    pub fn input_path(&self, h: usize, w: usize) -> InputPath {
+        let s = &self.spec;
+        let (oh, ow) = s.out_size(h, w);
+        let geometry = Unfold { h, w, oh, ow, kernel: s.kernel, stride: s.stride, padding: s.padding };
+        let plane = oh * ow;
+        // A 1x1 conv reads its input rows in place when its panels are whole (no partial last panel
+        // to read past a row's end); one group, so chunks of the reduction never straddle groups.
+        let rows = geometry.is_identity() && s.groups == 1 && plane % NR == 0;
+        // A 1 x 1 strided conv would read one phase in stride^2 of a shifted copy: it packs.
+        let shifted = !geometry.is_identity() && s.kernel >= s.stride;
+        // The transposed GEMM for a 1x1 conv where it computes clearly fewer outputs (padding
+        // included) than the usual one would, and the copy it packs stays small. (A k x k conv's
+        // im2col costs more than the padding saves: measured at 7 and 14 wide.)
+        let transposed = s.groups == 1 && s.kernel == 1 && self.gemm.k * plane <= TRANSPOSED_MAX_PACKED && {
+            let m = self.gemm.m;
+            let columns = if shifted { oh * geometry.phase_size().1 } else { plane };
+            let usual = columns.next_multiple_of(NR) * m.next_multiple_of(MR);
+            let swapped = plane.next_multiple_of(MR) * m.next_multiple_of(NR);
+            10 * swapped < 9 * usual
+        };
+        match () {
+            _ if transposed => InputPath::Transposed,
+            _ if rows => InputPath::Rows,
+            _ if shifted => InputPath::Shifted,
+            _ if s.groups == 1 => InputPath::Packed,
+            _ => InputPath::PackedPerBlock,
+        }
     }
 
     /// dst (`[out_channels, plane]`, each position written exactly once) =
@@ -256,7 +287,15 @@ impl CpuConv {
                     let (panels, line) = scratch.split_at_mut(scratch.len().saturating_sub(ld));
                     for (chunk, &(k0, kc, run)) in chunks.iter().enumerate() {
                         if let Rhs::Image { channel, geometry } = rhs {
-                            pack::pack_block(channel, *geometry, self.gemm, (g, k0, kc), (np0 * NR, nps), line, panels);
+                            pack::pack_block::<NR>(
+                                channel,
+                                *geometry,
+                                self.gemm,
+                                (g, k0, kc),
+                                (np0 * NR, nps),
+                                line,
+                                panels,
+                            );
                         }
                         for jp in 0..nps {
                             let col = (np0 + jp) * NR;
@@ -296,55 +335,92 @@ impl CpuConv {
                         }
                     }
                 });
-                self.finish_block(block, ld, (g, mp0, mps), (np0 * NR, nps), columns, residual, dst);
+                with_simd(|| self.finish_block(block, ld, (g, mp0, mps), (np0 * NR, nps), columns, residual, dst));
             });
         });
     }
 
-    /// A block's epilogue: bias, activation and residual on the sums in `block` (`ld` floats a
-    /// row), each valid column copied to its output position. Compiled for AVX2 + FMA where the CPU
-    /// has them, like [`Activation::apply_in_place`], but dispatched once per block: on small maps
-    /// a row's runs are a few pixels each.
-    #[allow(clippy::too_many_arguments)]
-    fn finish_block(
+    /// dst = activation(weight x packed + bias) (+ residual, then its activation) as
+    /// (packed^T x weight^T)^T: `packed` is the image's im2col as `[pixel panel][k][MR]`, the left
+    /// side, and `weight_t` the right; a block holds pixels x channels and its epilogue writes it
+    /// back transposed. One group.
+    fn multiply_transposed(
         &self,
-        block: &mut [f32],
-        ld: usize,
-        panels: (usize, usize, usize),
-        cols: (usize, usize),
-        columns: Columns,
-        residual: Option<(&[f32], Activation)>,
+        kernels: Kernels,
+        packed: &[f32],
+        plane: usize,
         dst: Output,
+        residual: Option<(&[f32], Activation)>,
     ) {
-        #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU has both features.
-            return unsafe { self.finish_block_avx2(block, ld, panels, cols, columns, residual, dst) };
+        let Gemm { m, k, .. } = self.gemm;
+        let weight_t = self.weight_t.get_or_init(|| pack::transpose_weights(&self.weight, self.gemm));
+        let (p_panels, c_panels) = (plane.div_ceil(MR), m.div_ceil(NR));
+        let wanted = 4 * rayon::current_num_threads();
+        let (mut bp, mut bc) = ((2 * BLOCK_M_PANELS).min(p_panels), (BLOCK_N_PANELS / 2).min(c_panels));
+        while p_panels.div_ceil(bp) * c_panels.div_ceil(bc) < wanted && (bp > 1 || bc > 1) {
+            if bc > 1 {
+                bc = bc.div_ceil(2);
+            } else {
+                bp = bp.div_ceil(2);
+            }
         }
-        self.finish_block_body(block, ld, panels, cols, columns, residual, dst)
+        let (p_blocks, c_blocks) = (p_panels.div_ceil(bp), c_panels.div_ceil(bc));
+        (0..p_blocks * c_blocks).into_par_iter().for_each(|task| {
+            let (pp0, cp0) = ((task / c_blocks) * bp, (task % c_blocks) * bc);
+            let (pps, cps) = (bp.min(p_panels - pp0), bc.min(c_panels - cp0));
+            let ld = cps * NR;
+            with_buffer(&BLOCK, pps * MR * ld, |block| {
+                for k0 in (0..k).step_by(KC) {
+                    let kc = KC.min(k - k0);
+                    // A panel of weights (kc x NR) stays in L1 across the block's pixel panels.
+                    for jc in 0..cps {
+                        let b = &weight_t[((cp0 + jc) * k + k0) * NR..][..kc * NR];
+                        for ip in 0..pps {
+                            let a = &packed[((pp0 + ip) * k + k0) * MR..][..kc * MR];
+                            let c = &mut block[ip * MR * ld + jc * NR..];
+                            assert!(c.len() >= (MR - 1) * ld + NR);
+                            // SAFETY: a holds kc panel rows, b kc rows of NR, c the MR x NR corner at
+                            // stride ld (the slices and the assert); block is this task's.
+                            unsafe { (kernels.strided)(kc, a.as_ptr(), b.as_ptr(), NR, c.as_mut_ptr(), ld, k0 > 0) };
+                        }
+                    }
+                }
+                let pixels = (pp0 * MR)..(plane.min((pp0 + pps) * MR));
+                let channels = (cp0 * NR)..(m.min((cp0 + cps) * NR));
+                with_simd(|| self.finish_transposed_block(block, ld, pixels, channels, plane, residual, dst));
+            });
+        });
     }
 
-    /// # Safety
-    /// The CPU must have AVX2 and FMA.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn finish_block_avx2(
-        &self,
-        block: &mut [f32],
-        ld: usize,
-        panels: (usize, usize, usize),
-        cols: (usize, usize),
-        columns: Columns,
-        residual: Option<(&[f32], Activation)>,
-        dst: Output,
-    ) {
-        self.finish_block_body(block, ld, panels, cols, columns, residual, dst)
-    }
-
+    /// [`CpuConv::multiply_transposed`]'s epilogue: each channel's column of the block (pixels
+    /// `pixels`, stride `ld`) gathered into a line, then bias, activation, residual, and out.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    fn finish_block_body(
+    fn finish_transposed_block(
+        &self,
+        block: &mut [f32],
+        ld: usize,
+        pixels: std::ops::Range<usize>,
+        channels: std::ops::Range<usize>,
+        plane: usize,
+        residual: Option<(&[f32], Activation)>,
+        dst: Output,
+    ) {
+        let mut line = [0f32; 2 * BLOCK_M_PANELS * MR];
+        let line = &mut line[..pixels.len()];
+        for (j, channel) in channels.enumerate() {
+            for (i, v) in line.iter_mut().enumerate() {
+                *v = block[i * ld + j];
+            }
+            self.finish_line(line, channel, channel * plane + pixels.start, residual, dst);
+        }
+    }
+
+    /// A block's epilogue: bias, activation and residual on the sums in `block` (`ld` floats a
+    /// row), each valid column written to its output position.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn finish_block(
         &self,
         block: &mut [f32],
         ld: usize,
@@ -359,7 +435,6 @@ impl CpuConv {
         let col_end = (col0 + panels * NR).min(columns.count);
         for r in 0..(mps * MR).min(m - mp0 * MR) {
             let channel = g * m + mp0 * MR + r;
-            let bias = self.bias[channel];
             // Block columns -> output positions: runs of valid columns, one per grid row.
             let mut j = col0;
             while j < col_end {
@@ -371,23 +446,59 @@ impl CpuConv {
                 if len == 0 {
                     continue;
                 }
-                let values = &mut block[r * ld + from..][..len];
-                let to = channel * plane + at;
-                assert!(to + len <= dst.len);
-                // SAFETY (both writes): in bounds (asserted); this block is the only writer of these
-                // positions, which nothing reads before `run_fused` returns.
-                match residual {
-                    None => unsafe { self.spec.activation.apply_into(values, bias, dst.ptr.ptr().add(to)) },
-                    Some((residual, activation)) => {
-                        self.spec.activation.apply(values, bias);
-                        let add = &residual[channel * plane + at..][..len];
-                        values.iter_mut().zip(add).for_each(|(v, r)| *v += r);
-                        unsafe { activation.apply_into(values, 0.0, dst.ptr.ptr().add(to)) };
-                    }
-                }
+                self.finish_line(&mut block[r * ld + from..][..len], channel, channel * plane + at, residual, dst);
             }
         }
     }
+
+    /// One run of an output channel's sums, for output positions `to..`: bias, activation, the
+    /// residual (laid out as the output) and its activation, then out.
+    #[inline(always)]
+    fn finish_line(
+        &self,
+        values: &mut [f32],
+        channel: usize,
+        to: usize,
+        residual: Option<(&[f32], Activation)>,
+        dst: Output,
+    ) {
+        let bias = self.bias[channel];
+        assert!(to + values.len() <= dst.len);
+        // SAFETY (both writes): in bounds (asserted); this block is the only writer of these
+        // positions, which nothing reads before `run_fused` returns.
+        match residual {
+            None => unsafe { self.spec.activation.apply_into(values, bias, dst.ptr.ptr().add(to)) },
+            Some((residual, activation)) => {
+                self.spec.activation.apply(values, bias);
+                values.iter_mut().zip(&residual[to..]).for_each(|(v, r)| *v += r);
+                unsafe { activation.apply_into(values, 0.0, dst.ptr.ptr().add(to)) };
+            }
+        }
+    }
+}
+
+/// How a conv's input reaches the micro-kernel, which depends on the conv and the input size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum InputPath {
+    /// A 1x1 conv over whole panels of pixels reads its input rows in place.
+    Rows,
+    /// A k x k conv reads shifted views of a padded copy of its input instead of im2col rows: the
+    /// GEMM runs over output rows as wide as the copy's, and the extra columns per row are dropped.
+    /// A strided conv's copy is split into stride x stride phases (every stride-th row and column),
+    /// so each of its taps is a shifted view too. One copy of the input instead of k^2 / stride^2
+    /// (measured faster than a packed im2col at every width down to 7).
+    Shifted,
+    /// On small maps a panel of NR pixels can be mostly past the end (49 = 3 x 16 + 1 at 7x7). A
+    /// 1x1 conv there puts pixels along the kernel's MR side and output channels along its NR side
+    /// (its input packed once per image): the GEMM's padding is then a few pixels and the rounding
+    /// of the channel count to NR. One group.
+    Transposed,
+    /// What remains with one group (1x1 convs whose rows end mid-panel, strided 1x1 convs): im2col
+    /// panels packed once per image.
+    Packed,
+    /// A grouped 1x1 conv: a group's input is read by its own few channels only, so each block
+    /// packs its part as it goes, into a buffer that stays in cache.
+    PackedPerBlock,
 }
 
 /// Where `multiply` writes: `len` floats from `ptr`, uninitialised until it returns.

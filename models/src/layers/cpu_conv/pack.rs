@@ -81,22 +81,24 @@ impl Shared {
     }
 }
 
-/// One group's whole input (`groups == 1`) into `packed` as `[panel][k][NR]`, panels split
-/// between threads.
-pub fn pack_image<'a>(
+/// One group's whole input (`groups == 1`) into `packed` as `[panel][k][W]`, panels of `W` pixels
+/// (NR for the kernel's right-hand side, MR for its left in the transposed GEMM), split between
+/// threads.
+pub fn pack_image<'a, const W: usize>(
     channel: &(impl Fn(usize) -> &'a [f32] + Sync),
     geometry: Unfold,
     gemm: Gemm,
     packed: &mut [f32],
 ) {
-    const PANELS_PER_TASK: usize = 4;
-    let panels = (geometry.oh * geometry.ow).div_ceil(NR);
-    let packed = &mut packed[..panels * gemm.k * NR];
-    packed.par_chunks_mut(PANELS_PER_TASK * gemm.k * NR).enumerate().for_each(|(task, out)| {
-        let first = task * PANELS_PER_TASK;
-        let count = out.len() / (gemm.k * NR);
-        let mut line = [0f32; PANELS_PER_TASK * NR];
-        pack_block(channel, geometry, gemm, (0, 0, gemm.k), (first * NR, count), &mut line, out);
+    const PIXELS_PER_TASK: usize = 64;
+    let per_task = PIXELS_PER_TASK.div_ceil(W);
+    let panels = (geometry.oh * geometry.ow).div_ceil(W);
+    let packed = &mut packed[..panels * gemm.k * W];
+    packed.par_chunks_mut(per_task * gemm.k * W).enumerate().for_each(|(task, out)| {
+        let first = task * per_task;
+        let count = out.len() / (gemm.k * W);
+        let mut line = [0f32; PIXELS_PER_TASK + NR];
+        pack_block::<W>(channel, geometry, gemm, (0, 0, gemm.k), (first * W, count), &mut line, out);
     });
 }
 
@@ -148,10 +150,10 @@ pub fn phase_image<'a>(
 }
 
 /// Rows `k0..k0 + kc` of group `g`'s GEMM input (the image itself for a 1x1 conv, its im2col rows
-/// otherwise), columns `col0..col0 + panels * NR`, into `out` as `[panel][kc][NR]`. `channel(c)` is
-/// input channel c's `h x w` plane; `line` is scratch of `panels * NR` floats. Columns past the
+/// otherwise), columns `col0..col0 + panels * W`, into `out` as `[panel][kc][W]`. `channel(c)` is
+/// input channel c's `h x w` plane; `line` is scratch of `panels * W` floats. Columns past the
 /// last pixel keep whatever they held: their results are never stored.
-pub fn pack_block<'a>(
+pub fn pack_block<'a, const W: usize>(
     channel: &impl Fn(usize) -> &'a [f32],
     geometry: Unfold,
     gemm: Gemm,
@@ -161,9 +163,9 @@ pub fn pack_block<'a>(
     out: &mut [f32],
 ) {
     let plane = geometry.oh * geometry.ow;
-    let cols = (panels * NR).min(plane - col0);
+    let cols = (panels * W).min(plane - col0);
     let taps = geometry.kernel * geometry.kernel;
-    let out = &mut out[..panels * kc * NR];
+    let out = &mut out[..panels * kc * W];
     for r in 0..kc {
         let row = g * gemm.k + k0 + r;
         let (c, tap) = (row / taps, row % taps);
@@ -175,16 +177,31 @@ pub fn pack_block<'a>(
             unfold_range(source, geometry, (tap / geometry.kernel, tap % geometry.kernel), col0, line);
             line
         };
-        let (whole, tail) = values.split_at(values.len() / NR * NR);
-        for (p, chunk) in whole.chunks_exact(NR).enumerate() {
-            // Fixed-size copies (two vector moves each), not memcpy calls.
-            let to: &mut [f32; NR] = (&mut out[(p * kc + r) * NR..][..NR]).try_into().expect("NR floats");
-            *to = chunk.try_into().expect("NR floats");
+        let (whole, tail) = values.split_at(values.len() / W * W);
+        for (p, chunk) in whole.chunks_exact(W).enumerate() {
+            // Fixed-size copies (vector moves), not memcpy calls.
+            let to: &mut [f32; W] = (&mut out[(p * kc + r) * W..][..W]).try_into().expect("W floats");
+            *to = chunk.try_into().expect("W floats");
         }
         if !tail.is_empty() {
-            out[((whole.len() / NR) * kc + r) * NR..][..tail.len()].copy_from_slice(tail);
+            out[((whole.len() / W) * kc + r) * W..][..tail.len()].copy_from_slice(tail);
         }
     }
+}
+
+/// The weights as the right-hand side of the transposed GEMM (output channels along the kernel's
+/// NR-wide side): `[panel][k][NR]` from `pack_weights`' `[panel][k][MR]`, one group, zero-padded.
+pub fn transpose_weights(packed: &[f32], gemm: Gemm) -> Vec<f32> {
+    let Gemm { m, k, .. } = gemm;
+    let mut out = vec![0f32; m.div_ceil(NR) * k * NR];
+    for row in 0..m {
+        let from = (row / MR) * k * MR + row % MR;
+        let to = (row / NR) * k * NR + row % NR;
+        for p in 0..k {
+            out[to + p * NR] = packed[from + p * MR];
+        }
+    }
+    out
 }
 
 /// Columns `n0..n0 + out.len()` of the im2col row (ky, kx) of one channel:
