@@ -257,10 +257,10 @@ impl CpuConv {
                 .enumerate()
                 .flat_map(|(run, &(first, data))| {
                     let rows = data.len() / columns.count;
-                    (0..rows).step_by(KC).map(move |o| (first + o, KC.min(rows - o), run))
+                    chunks(rows).map(move |(o, kc)| (first + o, kc, run))
                 })
                 .collect(),
-            _ => (0..k).step_by(KC).map(|k0| (k0, KC.min(k - k0), 0)).collect(),
+            _ => chunks(k).map(|(k0, kc)| (k0, kc, 0)).collect(),
         };
         // Shifted views: per group and chunk, the farthest row start (bounds the kernel's reads).
         let far: Vec<usize> = match rhs {
@@ -370,8 +370,7 @@ impl CpuConv {
             let (pps, cps) = (bp.min(p_panels - pp0), bc.min(c_panels - cp0));
             let ld = cps * NR;
             with_buffer(&BLOCK, pps * MR * ld, |block| {
-                for k0 in (0..k).step_by(KC) {
-                    let kc = KC.min(k - k0);
+                for (k0, kc) in chunks(k) {
                     // A panel of weights (kc x NR) stays in L1 across the block's pixel panels.
                     for jc in 0..cps {
                         let b = &weight_t[((cp0 + jc) * k + k0) * NR..][..kc * NR];
@@ -499,6 +498,13 @@ pub enum InputPath {
     /// A grouped 1x1 conv: a group's input is read by its own few channels only, so each block
     /// packs its part as it goes, into a buffer that stays in cache.
     PackedPerBlock,
+}
+
+/// `0..k` in chunks of at most KC, as even as whole rows allow (288 as 144 + 144, not 256 + 32:
+/// a short chunk pays a kernel call and a reload of the sums for little work): (first, length).
+fn chunks(k: usize) -> impl Iterator<Item = (usize, usize)> {
+    let count = k.div_ceil(KC).max(1);
+    (0..count).map(move |i| (i * k / count, (i + 1) * k / count - i * k / count)).filter(|&(_, kc)| kc > 0)
 }
 
 /// Where `multiply` writes: `len` floats from `ptr`, uninitialised until it returns.

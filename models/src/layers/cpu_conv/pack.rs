@@ -132,21 +132,44 @@ pub fn phase_image<'a>(
             let (py, px) = ((phase / stride) as isize - pad as isize, (phase % stride) as isize - pad as isize);
             let (x_lo, x_hi) = inside(px, w, wq);
             let (y_lo, y_hi) = inside(py, h, hq);
-            // One fill for all the borders: on small maps a row is a few floats, and a fill per
-            // border a call each.
-            out.fill(0.0);
+            // Borders: on small maps one fill of the plane, where a fill per row end would be a call
+            // for a float or two; on large ones just the borders, not the plane twice over.
+            let whole = wq < 32;
+            if whole {
+                out.fill(0.0);
+            } else {
+                out[..y_lo * wq].fill(0.0);
+                out[y_hi * wq..].fill(0.0);
+            }
             for (r, line) in out[y_lo * wq..y_hi * wq].chunks_exact_mut(wq).enumerate() {
                 let iy = ((y_lo + r) as isize * stride as isize + py) as usize;
+                if !whole {
+                    line[..x_lo].fill(0.0);
+                    line[x_hi..].fill(0.0);
+                }
                 let from = (x_lo as isize * stride as isize + px) as usize;
                 let row = &source[iy * w..(iy + 1) * w];
                 if stride == 1 {
                     line[x_lo..x_hi].copy_from_slice(&row[from..from + (x_hi - x_lo)]);
                 } else {
-                    line[x_lo..x_hi].iter_mut().zip(row[from..].iter().step_by(stride)).for_each(|(v, x)| *v = *x);
+                    gather(&mut line[x_lo..x_hi], &row[from..], stride);
                 }
             }
         }
     });
+}
+
+/// `out[i] = from[i * stride]`. Stride 2 (every strided conv in the CSP models) as pairs, which the
+/// compiler vectorizes, where a general stride stays a scalar loop.
+fn gather(out: &mut [f32], from: &[f32], stride: usize) {
+    let Some((last, rest)) = out.split_last_mut() else { return };
+    if stride == 2 {
+        // The last value may be the row's final float, with no partner: on its own.
+        rest.iter_mut().zip(from.chunks_exact(2)).for_each(|(v, pair)| *v = pair[0]);
+    } else {
+        rest.iter_mut().zip(from.iter().step_by(stride)).for_each(|(v, x)| *v = *x);
+    }
+    *last = from[rest.len() * stride];
 }
 
 /// Rows `k0..k0 + kc` of group `g`'s GEMM input (the image itself for a 1x1 conv, its im2col rows
