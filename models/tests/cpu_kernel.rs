@@ -124,6 +124,8 @@ fn single_layers_match_candle() {
     cases.push(Case { n: 2, h: 11, w: 12, ..case(6, 9, 3, 2, 2, 1) });
     cases.push(Case { h: 40, w: 66, ..case(40, 8, 3, 2, 1, 1) });
     cases.push(Case { h: 2, w: 1, ..case(4, 4, 5, 2, 2, 1) });
+    // An input larger than the L2s: blocks of more than 8 weight panels, prefetched rows.
+    cases.push(Case { h: 110, w: 100, ..case(24, 70, 3, 2, 1, 1) });
     // 1x1 convs on small maps run transposed (pixels along the kernel's short side): more
     // channels than one panel of each side, a reduction longer than one chunk, a batch.
     cases.push(Case { h: 7, w: 7, ..case(300, 70, 1, 1, 0, 1) });

@@ -37,6 +37,8 @@ const KC: usize = 256;
 /// Block size in panels: up to 8 x 6 output channels by 16 x 16 pixels (a 48 KiB block buffer).
 const BLOCK_M_PANELS: usize = 8;
 const BLOCK_N_PANELS: usize = 16;
+/// Inputs larger than this (floats: 1 MiB, the two L2s of a small machine) stream from L3 or memory.
+const STREAMING_FLOATS: usize = 1 << 18;
 /// Largest im2col (floats) the transposed GEMM packs per image: 2 MiB, a few L2s.
 const TRANSPOSED_MAX_PACKED: usize = 1 << 19;
 /// A prepared folded conv (see the module docs).
@@ -241,7 +243,19 @@ impl CpuConv {
         let (m_panels, n_panels) = (self.gemm.m_panels(), columns.count.div_ceil(NR));
         // Enough blocks to keep every thread busy to the end; smaller blocks only below that.
         let wanted = 4 * rayon::current_num_threads();
-        let (mut bm, mut bn) = (BLOCK_M_PANELS.min(m_panels), BLOCK_N_PANELS.min(n_panels));
+        // An input larger than the L2s comes from L3 or memory, once per block of output channels:
+        // then the blocks take more channels (up to twice as many panels, balanced), and shifted
+        // views prefetch the next panel's rows, one stream per row, which the hardware prefetcher
+        // does not follow. (Measured on 3x3 convs at 208 to 416: 20-25% faster; on maps that fit in
+        // L2 both cost a few percent.)
+        let streaming = match rhs {
+            Rhs::Shifted { padded, .. } => padded.len(),
+            Rhs::Rows(runs) => runs.iter().map(|(_, data)| data.len()).sum(),
+            Rhs::Packed(packed) => packed.len(),
+            Rhs::Image { .. } => 0,
+        } > STREAMING_FLOATS;
+        let widest = if streaming { m_panels.div_ceil(m_panels.div_ceil(2 * BLOCK_M_PANELS)) } else { BLOCK_M_PANELS };
+        let (mut bm, mut bn) = (widest.min(m_panels), BLOCK_N_PANELS.min(n_panels));
         while groups * m_panels.div_ceil(bm) * n_panels.div_ceil(bn) < wanted && (bm > 1 || bn > 1) {
             if bn > 1 {
                 bn = bn.div_ceil(2);
@@ -299,6 +313,11 @@ impl CpuConv {
                         }
                         for jp in 0..nps {
                             let col = (np0 + jp) * NR;
+                            if let (true, Rhs::Shifted { padded, offsets }) = (streaming && jp + 1 < nps, rhs) {
+                                for &o in &offsets[g * k + k0..][..kc] {
+                                    prefetch(padded.as_ptr().wrapping_add(o + col + NR));
+                                }
+                            }
                             for ip in 0..mps {
                                 let a = &self.weight[((g * m_panels + mp0 + ip) * k + k0) * MR..][..kc * MR];
                                 let c = &mut block[ip * MR * ld + jp * NR..];
@@ -498,6 +517,21 @@ pub enum InputPath {
     /// A grouped 1x1 conv: a group's input is read by its own few channels only, so each block
     /// packs its part as it goes, into a buffer that stays in cache.
     PackedPerBlock,
+}
+
+/// Starts loading the NR floats at `p` (two cache lines at most) into L1. Any address: a prefetch
+/// never faults.
+#[inline(always)]
+fn prefetch(p: *const f32) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is only a hint to the cache; it reads nothing and cannot fault.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>(p.cast());
+        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(NR - 1).cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 /// `0..k` in chunks of at most KC, as even as whole rows allow (288 as 144 + 144, not 256 + 32:
