@@ -52,7 +52,8 @@ impl Activation {
         }
     }
 
-    /// values = activation(values + bias), elementwise on the CPU (vectorized, see [`with_simd`]).
+    /// values = activation(values + bias), elementwise on the CPU, vectorized (AVX2 + FMA where the
+    /// CPU has them).
     pub fn apply_in_place(self, values: &mut [f32], bias: f32) {
         with_simd(|| self.apply(values, bias))
     }

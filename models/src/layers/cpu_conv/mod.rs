@@ -246,14 +246,15 @@ impl CpuConv {
         // An input larger than the L2s comes from L3 or memory, once per block of output channels:
         // then the blocks take more channels (up to twice as many panels, balanced), and shifted
         // views prefetch the next panel's rows, one stream per row, which the hardware prefetcher
-        // does not follow. (Measured on 3x3 convs at 208 to 416: 20-25% faster; on maps that fit in
-        // L2 both cost a few percent.)
+        // does not follow. (Measured on 3x3 and 1x1 convs at 56 to 416: 4-30% faster; slower on
+        // grouped convs, whose few rows per block leave little to prefetch for.)
         let streaming = match rhs {
             Rhs::Shifted { padded, .. } => padded.len(),
             Rhs::Rows(runs) => runs.iter().map(|(_, data)| data.len()).sum(),
             Rhs::Packed(packed) => packed.len(),
             Rhs::Image { .. } => 0,
-        } > STREAMING_FLOATS;
+        } > STREAMING_FLOATS
+            && groups == 1;
         let widest = if streaming { m_panels.div_ceil(m_panels.div_ceil(2 * BLOCK_M_PANELS)) } else { BLOCK_M_PANELS };
         let (mut bm, mut bn) = (widest.min(m_panels), BLOCK_N_PANELS.min(n_panels));
         while groups * m_panels.div_ceil(bm) * n_panels.div_ceil(bn) < wanted && (bm > 1 || bn > 1) {
