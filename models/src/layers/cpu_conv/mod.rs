@@ -5,8 +5,8 @@
 //! - The input reaches the micro-kernel in one of five ways ([`InputPath`]): a 1x1 conv reads
 //!   its rows in place; a k x k conv reads shifted views of a padded copy, split into phases when
 //!   strided (implicit GEMM, no im2col); a 1x1 conv on a small map runs the GEMM transposed; a
-//!   grouped 1x1 conv's blocks pack their own panels in cache; what remains packs its panels once
-//!   per image. No im2col matrix exists in full.
+//!   grouped 1x1 conv's blocks pack their own panels in cache; what remains (1x1 convs whose rows
+//!   end mid-panel, strided 1x1 convs) packs its panels once per image.
 //! - The output is cut into blocks of output channels x pixels, for every group at once, and the
 //!   blocks run in parallel: CSPResNeXt's 32-group convs become many small tasks rather than 32
 //!   GEMMs in a row.
@@ -241,8 +241,6 @@ impl CpuConv {
     ) {
         let Gemm { groups, k, .. } = self.gemm;
         let (m_panels, n_panels) = (self.gemm.m_panels(), columns.count.div_ceil(NR));
-        // Enough blocks to keep every thread busy to the end; smaller blocks only below that.
-        let wanted = 4 * rayon::current_num_threads();
         // An input larger than the L2s comes from L3 or memory, once per block of output channels:
         // then the blocks take more channels (up to twice as many panels, balanced), and shifted
         // views prefetch the next panel's rows, one stream per row, which the hardware prefetcher
@@ -256,14 +254,7 @@ impl CpuConv {
         } > STREAMING_FLOATS
             && groups == 1;
         let widest = if streaming { m_panels.div_ceil(m_panels.div_ceil(2 * BLOCK_M_PANELS)) } else { BLOCK_M_PANELS };
-        let (mut bm, mut bn) = (widest.min(m_panels), BLOCK_N_PANELS.min(n_panels));
-        while groups * m_panels.div_ceil(bm) * n_panels.div_ceil(bn) < wanted && (bm > 1 || bn > 1) {
-            if bn > 1 {
-                bn = bn.div_ceil(2);
-            } else {
-                bm = bm.div_ceil(2);
-            }
-        }
+        let (bm, bn) = block_sizes(groups, (m_panels, n_panels), (widest, BLOCK_N_PANELS));
         let (m_blocks, n_blocks) = (m_panels.div_ceil(bm), n_panels.div_ceil(bn));
         // Reduction chunks (first row, rows, run): KC rows at most, inside one run of in-place rows.
         let chunks: Vec<(usize, usize, usize)> = match rhs {
@@ -375,15 +366,7 @@ impl CpuConv {
         let Gemm { m, k, .. } = self.gemm;
         let weight_t = self.weight_t.get_or_init(|| pack::transpose_weights(&self.weight, self.gemm));
         let (p_panels, c_panels) = (plane.div_ceil(MR), m.div_ceil(NR));
-        let wanted = 4 * rayon::current_num_threads();
-        let (mut bp, mut bc) = ((2 * BLOCK_M_PANELS).min(p_panels), (BLOCK_N_PANELS / 2).min(c_panels));
-        while p_panels.div_ceil(bp) * c_panels.div_ceil(bc) < wanted && (bp > 1 || bc > 1) {
-            if bc > 1 {
-                bc = bc.div_ceil(2);
-            } else {
-                bp = bp.div_ceil(2);
-            }
-        }
+        let (bp, bc) = block_sizes(1, (p_panels, c_panels), (2 * BLOCK_M_PANELS, BLOCK_N_PANELS / 2));
         let (p_blocks, c_blocks) = (p_panels.div_ceil(bp), c_panels.div_ceil(bc));
         (0..p_blocks * c_blocks).into_par_iter().for_each(|task| {
             let (pp0, cp0) = ((task / c_blocks) * bp, (task % c_blocks) * bc);
@@ -533,6 +516,22 @@ fn prefetch(p: *const f32) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
+}
+
+/// Block sizes, in panels, along the two sides of `groups` GEMMs of `panels` panels each: `widest`
+/// at most, then halved (the second side first) until there are enough blocks to keep every thread
+/// busy to the end.
+fn block_sizes(groups: usize, panels: (usize, usize), widest: (usize, usize)) -> (usize, usize) {
+    let wanted = 4 * rayon::current_num_threads();
+    let (mut a, mut b) = (widest.0.min(panels.0), widest.1.min(panels.1));
+    while groups * panels.0.div_ceil(a) * panels.1.div_ceil(b) < wanted && (a > 1 || b > 1) {
+        if b > 1 {
+            b = b.div_ceil(2);
+        } else {
+            a = a.div_ceil(2);
+        }
+    }
+    (a, b)
 }
 
 /// `0..k` in chunks of at most KC, as even as whole rows allow (288 as 144 + 144, not 256 + 32:

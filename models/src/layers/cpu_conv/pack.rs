@@ -1,10 +1,11 @@
 //! Packing into the panel layouts the micro-kernel streams through.
 //!
 //! Weights, once at load: for each group, panels of MR output channels, k-major inside a panel
-//! (`[group][panel][k][MR]`), the last panel zero-padded. Input, per block of the output and chunk
-//! of the reduction, by the task that computes it: the GEMM's right-hand side (the image itself for
-//! a 1x1 conv, its im2col rows otherwise) as panels of NR output pixels (`[panel][k][NR]`), into a
-//! buffer that stays in cache. No im2col matrix is ever written in full.
+//! (`[group][panel][k][MR]`), the last panel zero-padded (and, for the transposed GEMM, panels of
+//! NR channels, at first use). Inputs: a padded copy split into phases for shifted views
+//! (`phase_image`); or the GEMM's other side (the image itself for a 1x1 conv, its im2col rows
+//! otherwise) as panels of NR or MR pixels (`[panel][k][W]`), per image or per block. Only convs
+//! with a kernel smaller than their stride (strided 1x1s, a subsampled copy) write a whole im2col.
 
 use rayon::prelude::*;
 
