@@ -52,12 +52,6 @@ impl Activation {
         }
     }
 
-    /// values = activation(values + bias), elementwise on the CPU, vectorized (AVX2 + FMA where the
-    /// CPU has them).
-    pub fn apply_in_place(self, values: &mut [f32], bias: f32) {
-        with_simd(|| self.apply(values, bias))
-    }
-
     /// `out[i] = activation(values[i] + bias)`, inlined like [`Activation::apply`].
     ///
     /// # Safety
@@ -74,8 +68,8 @@ impl Activation {
         }
     }
 
-    /// [`Activation::apply_in_place`] inlined into the caller, for callers compiled with their own
-    /// target features (see `CpuConv`'s epilogue).
+    /// values = activation(values + bias), elementwise on the CPU: the fused conv's epilogue, inlined
+    /// into callers that are compiled for their CPU's features (see [`with_simd`]).
     #[inline(always)]
     pub(crate) fn apply(self, values: &mut [f32], bias: f32) {
         let each = values.iter_mut();
@@ -232,7 +226,7 @@ mod tests {
             // Lengths that leave a vector tail, and both the dispatched and the baseline build.
             for len in [values.len(), 13] {
                 let mut dispatched = values[..len].to_vec();
-                a.apply_in_place(&mut dispatched, 0.25);
+                with_simd(|| a.apply(&mut dispatched, 0.25));
                 let mut baseline = values[..len].to_vec();
                 a.apply(&mut baseline, 0.25);
                 for ((x, d), b) in values.iter().zip(&dispatched).zip(&baseline) {

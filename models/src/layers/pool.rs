@@ -62,13 +62,16 @@ fn max_pool_cpu(x: &Tensor, size: usize, stride: usize, padding: usize) -> Resul
                 // Windows inside the row: `size` strided passes, no clamping; the edges one by one.
                 let inner = &mut line[inside.clone()];
                 inner.fill(f32::NEG_INFINITY);
-                for k in (0..size).filter(|_| !inside.is_empty()) {
-                    let from = inside.start * stride + k - before as usize;
-                    inner.iter_mut().zip(maxima[from..].iter().step_by(stride)).for_each(|(o, &m)| *o = larger(*o, m));
+                if !inside.is_empty() {
+                    for k in 0..size {
+                        let from = inside.start * stride + k - before as usize;
+                        let column = maxima[from..].iter().step_by(stride);
+                        inner.iter_mut().zip(column).for_each(|(o, &m)| *o = larger(*o, m));
+                    }
                 }
                 for ox in (0..inside.start).chain(inside.end..ow) {
                     let (lo, hi) = window(ox, w);
-                    line[ox] = maxima[lo..hi].iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+                    line[ox] = maxima[lo..hi].iter().fold(f32::NEG_INFINITY, |a, &b| larger(a, b));
                 }
             }
         });

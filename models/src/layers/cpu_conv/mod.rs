@@ -116,9 +116,8 @@ impl CpuConv {
     pub fn run_fused(&self, inputs: &[Planes], n: usize, h: usize, w: usize, residual: Option<&Residual>) -> Vec<f32> {
         let s = &self.spec;
         assert_eq!(inputs.iter().map(|p| p.channels).sum::<usize>(), s.in_channels, "{}: input channels", s.name);
-        let (oh, ow) = s.out_size(h, w);
-        let geometry = Unfold { h, w, oh, ow, kernel: s.kernel, stride: s.stride, padding: s.padding };
-        let plane = oh * ow;
+        let geometry = self.geometry(h, w);
+        let (oh, ow, plane) = (geometry.oh, geometry.ow, geometry.oh * geometry.ow);
         for p in inputs {
             assert!(p.fits(n, h * w), "{}: input of {n} images of {} channels {h}x{w}", s.name, p.channels);
         }
@@ -199,12 +198,18 @@ impl CpuConv {
         out
     }
 
+    /// This conv on an `h x w` input.
+    fn geometry(&self, h: usize, w: usize) -> Unfold {
+        let s = &self.spec;
+        let (oh, ow) = s.out_size(h, w);
+        Unfold { h, w, oh, ow, kernel: s.kernel, stride: s.stride, padding: s.padding }
+    }
+
     /// How an `h x w` input reaches the micro-kernel (see [`InputPath`]).
     pub fn input_path(&self, h: usize, w: usize) -> InputPath {
         let s = &self.spec;
-        let (oh, ow) = s.out_size(h, w);
-        let geometry = Unfold { h, w, oh, ow, kernel: s.kernel, stride: s.stride, padding: s.padding };
-        let plane = oh * ow;
+        let geometry = self.geometry(h, w);
+        let (oh, plane) = (geometry.oh, geometry.oh * geometry.ow);
         // A 1x1 conv reads its input rows in place when its panels are whole (no partial last panel
         // to read past a row's end); one group, so chunks of the reduction never straddle groups.
         let rows = geometry.is_identity() && s.groups == 1 && plane % NR == 0;
