@@ -84,25 +84,34 @@ impl Activation {
     }
 }
 
-/// `f` compiled for AVX2 + FMA where the CPU has them (checked at run time), else for the baseline
-/// target: the loops inlined into it then vectorize 8 lanes wide. The activations below have no
-/// calls in them (see [`exp`]), so their loops do.
+/// Work whose loops should run as wide as the CPU allows, for [`with_simd`]. `run`, and everything
+/// it calls, must be `#[inline(always)]`: the loops are then compiled inside `with_simd`'s AVX2
+/// function. (A closure cannot be used here: it is compiled as a function of its own, for the
+/// baseline target, which the AVX2 function would merely call.)
+pub(crate) trait SimdJob {
+    type Output;
+    fn run(self) -> Self::Output;
+}
+
+/// `job` compiled for AVX2 + FMA where the CPU has them (checked at run time), else for the
+/// baseline target: its loops then vectorize 8 lanes wide. The activations below have no calls
+/// in them (see [`exp`]), so their loops do.
 #[inline(always)]
-pub(crate) fn with_simd<R>(f: impl FnOnce() -> R) -> R {
+pub(crate) fn with_simd<J: SimdJob>(job: J) -> J::Output {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU has both features.
-        return unsafe { avx2_fma(f) };
+        return unsafe { avx2_fma(job) };
     }
-    f()
+    job.run()
 }
 
 /// # Safety
 /// The CPU must have AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn avx2_fma<R>(f: impl FnOnce() -> R) -> R {
-    f()
+unsafe fn avx2_fma<J: SimdJob>(job: J) -> J::Output {
+    job.run()
 }
 
 /// `out[i] = f(values[i])`: a loop the compiler vectorizes (where a copy would be a `memcpy` call,
@@ -194,6 +203,17 @@ mod tests {
         assert!(exp(-200.0) < 1e-37 && exp(200.0) > 1e38);
     }
 
+    /// `apply` with a bias of 0.25, as a job for `with_simd`.
+    struct Apply<'a>(Activation, &'a mut [f32]);
+
+    impl SimdJob for Apply<'_> {
+        type Output = ();
+        #[inline(always)]
+        fn run(self) {
+            self.0.apply(self.1, 0.25)
+        }
+    }
+
     #[test]
     fn the_epilogue_matches_the_scalar_formulas() {
         let values: Vec<f32> =
@@ -226,7 +246,7 @@ mod tests {
             // Lengths that leave a vector tail, and both the dispatched and the baseline build.
             for len in [values.len(), 13] {
                 let mut dispatched = values[..len].to_vec();
-                with_simd(|| a.apply(&mut dispatched, 0.25));
+                with_simd(Apply(a, &mut dispatched));
                 let mut baseline = values[..len].to_vec();
                 a.apply(&mut baseline, 0.25);
                 for ((x, d), b) in values.iter().zip(&dispatched).zip(&baseline) {

@@ -16,6 +16,7 @@
 //! - Several inputs are read as their concatenation along channels (`run_fused`), so the executor
 //!   never writes a concat that only a conv reads (see `crate::fusion`).
 
+mod epilogue;
 mod kernel;
 mod pack;
 mod tensors;
@@ -29,6 +30,7 @@ use rayon::prelude::*;
 
 use super::activation::with_simd;
 use super::{Activation, ConvSpec};
+use epilogue::{BlockEpilogue, TransposedEpilogue};
 use kernel::{Kernels, MR, NR};
 use pack::{Gemm, Shared, Unfold};
 
@@ -351,7 +353,10 @@ impl CpuConv {
                         }
                     }
                 });
-                with_simd(|| self.finish_block(block, ld, (g, mp0, mps), (np0 * NR, nps), columns, residual, dst));
+                let first = g * self.gemm.m + mp0 * MR;
+                let rows = first..(first + mps * MR).min((g + 1) * self.gemm.m);
+                let cols = (np0 * NR)..((np0 + nps) * NR).min(columns.count);
+                with_simd(BlockEpilogue { conv: self, block, ld, rows, cols, columns, residual, dst });
             });
         });
     }
@@ -394,93 +399,9 @@ impl CpuConv {
                 }
                 let pixels = (pp0 * MR)..(plane.min((pp0 + pps) * MR));
                 let channels = (cp0 * NR)..(m.min((cp0 + cps) * NR));
-                with_simd(|| self.finish_transposed_block(block, ld, pixels, channels, plane, residual, dst));
+                with_simd(TransposedEpilogue { conv: self, block, ld, pixels, channels, plane, residual, dst });
             });
         });
-    }
-
-    /// [`CpuConv::multiply_transposed`]'s epilogue: each channel's column of the block (pixels
-    /// `pixels`, stride `ld`) gathered into a line, then bias, activation, residual, and out.
-    #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    fn finish_transposed_block(
-        &self,
-        block: &mut [f32],
-        ld: usize,
-        pixels: std::ops::Range<usize>,
-        channels: std::ops::Range<usize>,
-        plane: usize,
-        residual: Option<(&[f32], Activation)>,
-        dst: Output,
-    ) {
-        let mut line = [0f32; 2 * BLOCK_M_PANELS * MR];
-        let line = &mut line[..pixels.len()];
-        for (j, channel) in channels.enumerate() {
-            for (i, v) in line.iter_mut().enumerate() {
-                *v = block[i * ld + j];
-            }
-            self.finish_line(line, channel, channel * plane + pixels.start, residual, dst);
-        }
-    }
-
-    /// A block's epilogue: bias, activation and residual on the sums in `block` (`ld` floats a
-    /// row), each valid column written to its output position.
-    #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    fn finish_block(
-        &self,
-        block: &mut [f32],
-        ld: usize,
-        (g, mp0, mps): (usize, usize, usize),
-        (col0, panels): (usize, usize),
-        columns: Columns,
-        residual: Option<(&[f32], Activation)>,
-        dst: Output,
-    ) {
-        let m = self.gemm.m;
-        let plane = columns.plane();
-        let col_end = (col0 + panels * NR).min(columns.count);
-        for r in 0..(mps * MR).min(m - mp0 * MR) {
-            let channel = g * m + mp0 * MR + r;
-            // Block columns -> output positions: runs of valid columns, one per grid row.
-            let mut j = col0;
-            while j < col_end {
-                let (row, x) = (j / columns.pitch, j % columns.pitch);
-                let next = col_end.min((row + 1) * columns.pitch);
-                let len = columns.valid.min(next - row * columns.pitch).saturating_sub(x);
-                let (at, from) = (row * columns.valid + x, j - col0);
-                j = next;
-                if len == 0 {
-                    continue;
-                }
-                self.finish_line(&mut block[r * ld + from..][..len], channel, channel * plane + at, residual, dst);
-            }
-        }
-    }
-
-    /// One run of an output channel's sums, for output positions `to..`: bias, activation, the
-    /// residual (laid out as the output) and its activation, then out.
-    #[inline(always)]
-    fn finish_line(
-        &self,
-        values: &mut [f32],
-        channel: usize,
-        to: usize,
-        residual: Option<(&[f32], Activation)>,
-        dst: Output,
-    ) {
-        let bias = self.bias[channel];
-        assert!(to + values.len() <= dst.len);
-        // SAFETY (both writes): in bounds (asserted); this block is the only writer of these
-        // positions, which nothing reads before `run_fused` returns.
-        match residual {
-            None => unsafe { self.spec.activation.apply_into(values, bias, dst.ptr.ptr().add(to)) },
-            Some((residual, activation)) => {
-                self.spec.activation.apply(values, bias);
-                values.iter_mut().zip(&residual[to..]).for_each(|(v, r)| *v += r);
-                unsafe { activation.apply_into(values, 0.0, dst.ptr.ptr().add(to)) };
-            }
-        }
     }
 }
 
