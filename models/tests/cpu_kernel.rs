@@ -130,6 +130,14 @@ fn single_layers_match_candle() {
     // channels than one panel of each side, a reduction longer than one chunk, a batch.
     cases.push(Case { h: 7, w: 7, ..case(300, 70, 1, 1, 0, 1) });
     cases.push(Case { n: 2, h: 7, w: 7, ..case(64, 35, 1, 1, 0, 1) });
+    // k x k convs on small maps run transposed too, each pixel read from the shifted views: 3x3,
+    // stride 2 over an odd width, 5x5 with padding wider than k/2, an output (35 pixels) that ends
+    // mid-panel, and a batch with a reduction longer than one chunk.
+    cases.push(Case { h: 7, w: 7, ..case(16, 32, 3, 1, 1, 1) });
+    cases.push(Case { h: 14, w: 13, ..case(16, 64, 3, 2, 1, 1) });
+    cases.push(Case { h: 5, w: 7, ..case(6, 32, 5, 1, 3, 1) });
+    cases.push(Case { h: 5, w: 7, ..case(16, 32, 3, 1, 1, 1) });
+    cases.push(Case { n: 2, h: 7, w: 9, ..case(40, 48, 3, 1, 1, 1) });
     let mut paths = HashSet::new();
     for (i, c) in cases.iter().enumerate() {
         for (j, activation) in ACTIVATIONS.iter().enumerate() {
@@ -151,7 +159,7 @@ fn single_layers_match_candle() {
         }
     }
     use InputPath::*;
-    for path in [Rows, Shifted, Transposed, Packed, PackedPerBlock] {
+    for path in [Rows, Shifted, Transposed, ShiftedTransposed, Packed, PackedPerBlock] {
         assert!(paths.contains(&path), "no case takes {path:?}");
     }
 }

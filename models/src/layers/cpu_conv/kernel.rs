@@ -1,6 +1,11 @@
-//! The GEMM micro-kernel: an MR x NR block of output += a packed MR-row panel of weights times a
-//! packed NR-column panel of input, over `kc` steps of the reduction. Everything else (packing,
-//! blocking, threads, epilogue) is in the driver; only this loop needs SIMD.
+//! The GEMM micro-kernel: an MR x NR block of output += an MR-row panel (weights; pixels when
+//! transposed) times an NR-column panel (input; weights when transposed), over `kc` steps of the
+//! reduction. Everything else (packing, blocking, threads, epilogue) is in the driver; only this
+//! loop needs SIMD.
+//!
+//! Three ways to find the rows: the input's at a stride (`strided`, also for a packed left side),
+//! at offsets from one base (`shifted`, an implicit im2col), or MR pixels each read at the row's
+//! offset from where it lies (`gathered`, transposed).
 //!
 //! 6 x 16 fits AVX2 exactly: 12 accumulators of 8 lanes, two input loads and one broadcast per
 //! step, 15 of the 16 ymm registers. Picked at run time: AVX2 + FMA where the CPU has them, else
@@ -35,22 +40,43 @@ pub type ShiftedKernel = unsafe fn(
     accumulate: bool,
 );
 
+/// The transposed GEMM's kernel: c[r * ldc + j] (+)= sum_p x_r[offsets[p]] * b[p * NR + j], where
+/// `x_r = rows[r]`: the MR rows of the output are pixels, each read where it lies in the input (in
+/// place, or in a padded copy) at GEMM row p's offset, and b is a packed `[kc][NR]` weight panel.
+///
+/// # Safety
+/// `rows` holds MR pointers, each valid at every `offsets[p]` for p < kc; `b` holds `kc * NR`
+/// floats, `c` rows `0..MR` of `NR` floats at stride `ldc`, aliasing nothing read.
+pub type GatheredKernel = unsafe fn(
+    kc: usize,
+    rows: &[*const f32; MR],
+    offsets: *const usize,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+);
+
 /// The fastest kernels this CPU runs.
 #[derive(Clone, Copy)]
 pub struct Kernels {
     pub strided: Kernel,
     pub shifted: ShiftedKernel,
+    pub gathered: GatheredKernel,
 }
 
 pub fn kernels() -> Kernels {
     #[cfg(target_arch = "x86_64")]
     {
         if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            return Kernels { strided: avx2_fma, shifted: avx2_fma_shifted };
+            return Kernels { strided: avx2_fma, shifted: avx2_fma_shifted, gathered: avx2_fma_gathered };
         }
     }
-    Kernels { strided: portable, shifted: portable_shifted }
+    PORTABLE
 }
+
+/// The reference loops, on any CPU.
+pub const PORTABLE: Kernels = Kernels { strided: portable, shifted: portable_shifted, gathered: portable_gathered };
 
 /// The reference loop; also the fallback on CPUs without AVX2 + FMA.
 ///
@@ -72,6 +98,37 @@ pub unsafe fn portable_shifted(
     accumulate: bool,
 ) {
     portable_body(kc, a, |p| base.add(*offsets.add(p)), c, ldc, accumulate)
+}
+
+/// # Safety
+/// See [`GatheredKernel`].
+pub unsafe fn portable_gathered(
+    kc: usize,
+    rows: &[*const f32; MR],
+    offsets: *const usize,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+) {
+    let mut acc = [[0f32; NR]; MR];
+    if accumulate {
+        for (r, out) in acc.iter_mut().enumerate() {
+            out.copy_from_slice(std::slice::from_raw_parts(c.add(r * ldc), NR));
+        }
+    }
+    for p in 0..kc {
+        let (o, bp) = (*offsets.add(p), std::slice::from_raw_parts(b.add(p * NR), NR));
+        for (out, row) in acc.iter_mut().zip(rows) {
+            let x = *row.add(o);
+            for (v, bv) in out.iter_mut().zip(bp) {
+                *v = x.mul_add(*bv, *v);
+            }
+        }
+    }
+    for (r, out) in acc.iter().enumerate() {
+        std::slice::from_raw_parts_mut(c.add(r * ldc), NR).copy_from_slice(out);
+    }
 }
 
 #[inline(always)]
@@ -165,6 +222,47 @@ unsafe fn avx2_body(
     }
 }
 
+/// # Safety
+/// See [`GatheredKernel`]; the CPU must have AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn avx2_fma_gathered(
+    kc: usize,
+    rows: &[*const f32; MR],
+    offsets: *const usize,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+) {
+    use std::arch::x86_64::*;
+    let rows = *rows;
+    let mut lo = [_mm256_setzero_ps(); MR];
+    let mut hi = [_mm256_setzero_ps(); MR];
+    if accumulate {
+        for r in 0..MR {
+            lo[r] = _mm256_loadu_ps(c.add(r * ldc));
+            hi[r] = _mm256_loadu_ps(c.add(r * ldc + 8));
+        }
+    }
+    let mut b = b;
+    for p in 0..kc {
+        let o = *offsets.add(p);
+        let b0 = _mm256_loadu_ps(b);
+        let b1 = _mm256_loadu_ps(b.add(8));
+        for r in 0..MR {
+            let x = _mm256_broadcast_ss(&*rows[r].add(o));
+            lo[r] = _mm256_fmadd_ps(x, b0, lo[r]);
+            hi[r] = _mm256_fmadd_ps(x, b1, hi[r]);
+        }
+        b = b.add(NR);
+    }
+    for r in 0..MR {
+        _mm256_storeu_ps(c.add(r * ldc), lo[r]);
+        _mm256_storeu_ps(c.add(r * ldc + 8), hi[r]);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,6 +300,42 @@ mod tests {
     }
 
     #[test]
+    fn gathered_pixels_read_what_the_rows_and_offsets_name() {
+        let kc = 29;
+        let x: Vec<f32> = (0..300).map(|i| ((i * 7 % 17) as f32 - 8.0) / 4.0).collect();
+        let b: Vec<f32> = (0..kc * NR).map(|i| ((i * 5 % 11) as f32 - 5.0) / 4.0).collect();
+        // Pixels scattered over the input, GEMM rows at offsets in no particular order.
+        let starts = [0usize, 3, 4, 40, 41, 97];
+        let offsets: Vec<usize> = (0..kc).map(|p| (p * 61) % 190).collect();
+        let rows: [*const f32; MR] = starts.map(|s| x[s..].as_ptr());
+        let ldc = NR + 2;
+        for kernels in
+            [kernels(), Kernels { strided: portable, shifted: portable_shifted, gathered: portable_gathered }]
+        {
+            for accumulate in [false, true] {
+                let mut ours: Vec<f32> = (0..MR * ldc).map(|i| i as f32).collect();
+                let start = ours.clone();
+                // SAFETY: every start + offset is inside x; c has MR rows of ldc.
+                unsafe {
+                    (kernels.gathered)(kc, &rows, offsets.as_ptr(), b.as_ptr(), ours.as_mut_ptr(), ldc, accumulate)
+                };
+                for r in 0..MR {
+                    for j in 0..ldc {
+                        let got = ours[r * ldc + j];
+                        if j >= NR {
+                            assert_eq!(got, start[r * ldc + j], "column {j} is outside the block");
+                            continue;
+                        }
+                        let want: f32 = (0..kc).map(|p| x[starts[r] + offsets[p]] * b[p * NR + j]).sum::<f32>()
+                            + if accumulate { start[r * ldc + j] } else { 0.0 };
+                        assert!((got - want).abs() <= 1e-4 * want.abs().max(1.0), "{r},{j}: {got} vs {want}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn shifted_rows_read_what_the_offsets_name() {
         let (kc, ldc) = (23, NR);
         let a: Vec<f32> = (0..kc * MR).map(|i| ((i * 3 % 7) as f32 - 3.0) / 2.0).collect();
@@ -209,7 +343,9 @@ mod tests {
         // Rows in no particular order, overlapping, as shifted views of one plane are.
         let offsets: Vec<usize> = (0..kc).map(|p| (p * 37) % 200).collect();
         let gathered: Vec<f32> = offsets.iter().flat_map(|&o| b[o..o + NR].to_vec()).collect();
-        for kernels in [kernels(), Kernels { strided: portable, shifted: portable_shifted }] {
+        for kernels in
+            [kernels(), Kernels { strided: portable, shifted: portable_shifted, gathered: portable_gathered }]
+        {
             let (mut ours, mut reference) = (vec![0f32; MR * ldc], vec![0f32; MR * ldc]);
             // SAFETY: every offset leaves NR floats in b; the other buffers fit the contract.
             unsafe {

@@ -2,9 +2,10 @@
 //! one blocked GEMM per group whose epilogue writes each output position once.
 //!
 //! - Weights are packed once, when the layer is prepared, into the micro-kernel's panel layout.
-//! - The input reaches the micro-kernel in one of five ways ([`InputPath`]): a 1x1 conv reads
+//! - The input reaches the micro-kernel in one of six ways ([`InputPath`]): a 1x1 conv reads
 //!   its rows in place; a k x k conv reads shifted views of a padded copy, split into phases when
-//!   strided (implicit GEMM, no im2col); a 1x1 conv on a small map runs the GEMM transposed; a
+//!   strided (implicit GEMM, no im2col); on small maps the GEMM runs transposed, pixels along the
+//!   kernel's short side, packed for a 1x1 conv and read from the padded copy for a k x k one; a
 //!   grouped 1x1 conv's blocks pack their own panels in cache; what remains (1x1 convs whose rows
 //!   end mid-panel, strided 1x1 convs) packs its panels once per image.
 //! - The output is cut into blocks of output channels x pixels, for every group at once, and the
@@ -43,6 +44,10 @@ const BLOCK_N_PANELS: usize = 16;
 const STREAMING_FLOATS: usize = 1 << 18;
 /// Largest im2col (floats) the transposed GEMM packs per image: 2 MiB, a few L2s.
 const TRANSPOSED_MAX_PACKED: usize = 1 << 19;
+/// Largest output (pixels) the transposed GEMM reads from shifted views: 32 x 32. It gained 5-13%
+/// on maps of 7 to 28; on large maps the usual GEMM, whose input panel stays in L1 across a
+/// block's weight panels, wins (pixels read this way from a 112 x 112 map ran a fifth slower).
+const TRANSPOSED_MAX_PIXELS: usize = 1024;
 /// A prepared folded conv (see the module docs).
 #[derive(Clone, Debug)]
 pub struct CpuConv {
@@ -138,7 +143,7 @@ impl CpuConv {
         let path = self.input_path(h, w);
         let (phases, (hq, wq)) = (s.stride * s.stride, geometry.phase_size());
         let mut offsets = Vec::new();
-        if path == InputPath::Shifted {
+        if matches!(path, InputPath::Shifted | InputPath::ShiftedTransposed) {
             // GEMM rows in weight order: group, channel, tap row, tap column.
             offsets.reserve(s.groups * self.gemm.k);
             for c in 0..s.in_channels {
@@ -149,6 +154,13 @@ impl CpuConv {
                     }
                 }
             }
+        }
+        // Where each output pixel's shifted views start in the padded copy (its tap (0, 0)), then
+        // the first pixel's again up to a whole number of MR-pixel panels (computed and dropped).
+        let mut positions = Vec::new();
+        if path == InputPath::ShiftedTransposed {
+            positions.extend((0..plane).map(|i| (i / ow) * wq + i % ow));
+            positions.resize(plane.next_multiple_of(MR), 0);
         }
         for b in 0..n {
             // SAFETY: image b's part of the capacity reserved above.
@@ -163,7 +175,12 @@ impl CpuConv {
             match path {
                 InputPath::Transposed => with_buffer(&PACKED, self.gemm.k * plane.next_multiple_of(MR), |packed| {
                     pack::pack_image::<MR>(&channel, geometry, self.gemm, packed);
-                    self.multiply_transposed(kernels, packed, plane, dst, residual);
+                    self.multiply_transposed(kernels, Pixels::Packed(packed), plane, dst, residual);
+                }),
+                InputPath::ShiftedTransposed => with_buffer(&PACKED, s.in_channels * phases * hq * wq, |padded| {
+                    pack::phase_image(&channel, s.in_channels, geometry, padded);
+                    let pixels = Pixels::Shifted { padded, positions: &positions, offsets: &offsets };
+                    self.multiply_transposed(kernels, pixels, plane, dst, residual);
                 }),
                 InputPath::Rows => {
                     let mut first = 0;
@@ -217,18 +234,21 @@ impl CpuConv {
         let rows = geometry.is_identity() && s.groups == 1 && plane % NR == 0;
         // A 1 x 1 strided conv would read one phase in stride^2 of a shifted copy: it packs.
         let shifted = !geometry.is_identity() && s.kernel >= s.stride;
-        // The transposed GEMM for a 1x1 conv where it computes clearly fewer outputs (padding
-        // included) than the usual one would, and the copy it packs stays small. (A k x k conv's
-        // im2col costs more than the padding saves: measured at 7 and 14 wide.)
-        let transposed = s.groups == 1 && s.kernel == 1 && self.gemm.k * plane <= TRANSPOSED_MAX_PACKED && {
+        // The transposed GEMM where it computes clearly fewer outputs (padding and dropped columns
+        // included) than the usual one would: on small maps. A 1x1 conv's pixels are packed (when
+        // the copy stays small); a k x k conv's are read from the shifted views' padded copy.
+        let transposed = s.groups == 1 && {
             let m = self.gemm.m;
             let columns = if shifted { oh * geometry.phase_size().1 } else { plane };
             let usual = columns.next_multiple_of(NR) * m.next_multiple_of(MR);
             let swapped = plane.next_multiple_of(MR) * m.next_multiple_of(NR);
             10 * swapped < 9 * usual
         };
+        let packed_transposed = transposed && s.kernel == 1 && self.gemm.k * plane <= TRANSPOSED_MAX_PACKED;
+        let shifted_transposed = transposed && shifted && plane <= TRANSPOSED_MAX_PIXELS;
         match () {
-            _ if transposed => InputPath::Transposed,
+            _ if packed_transposed => InputPath::Transposed,
+            _ if shifted_transposed => InputPath::ShiftedTransposed,
             _ if rows => InputPath::Rows,
             _ if shifted => InputPath::Shifted,
             _ if s.groups == 1 => InputPath::Packed,
@@ -361,20 +381,25 @@ impl CpuConv {
         });
     }
 
-    /// dst = activation(weight x packed + bias) (+ residual, then its activation) as
-    /// (packed^T x weight^T)^T: `packed` is the image's im2col as `[pixel panel][k][MR]`, the left
-    /// side, and `weight_t` the right; a block holds pixels x channels and its epilogue writes it
+    /// dst = activation(weight x input + bias) (+ residual, then its activation) as
+    /// (input^T x weight^T)^T: the output's pixels along the kernel's MR side (see [`Pixels`]),
+    /// `weight_t` as the right side; a block holds pixels x channels and its epilogue writes it
     /// back transposed. One group.
     fn multiply_transposed(
         &self,
         kernels: Kernels,
-        packed: &[f32],
+        pixels: Pixels,
         plane: usize,
         dst: Output,
         residual: Option<(&[f32], Activation)>,
     ) {
         let Gemm { m, k, .. } = self.gemm;
         let weight_t = self.weight_t.get_or_init(|| pack::transpose_weights(&self.weight, self.gemm));
+        if let Pixels::Shifted { padded, positions, offsets } = pixels {
+            // The farthest read: the farthest pixel's farthest tap.
+            let far = positions.iter().max().copied().unwrap_or(0) + offsets.iter().max().copied().unwrap_or(0);
+            assert!(far < padded.len(), "{}: a shifted read past the padded copy", self.spec.name);
+        }
         let (p_panels, c_panels) = (plane.div_ceil(MR), m.div_ceil(NR));
         let (bp, bc) = block_sizes(1, (p_panels, c_panels), (2 * BLOCK_M_PANELS, BLOCK_N_PANELS / 2));
         let (p_blocks, c_blocks) = (p_panels.div_ceil(bp), c_panels.div_ceil(bc));
@@ -386,14 +411,28 @@ impl CpuConv {
                 for (k0, kc) in chunks(k) {
                     // A panel of weights (kc x NR) stays in L1 across the block's pixel panels.
                     for jc in 0..cps {
-                        let b = &weight_t[((cp0 + jc) * k + k0) * NR..][..kc * NR];
+                        let b = weight_t[((cp0 + jc) * k + k0) * NR..][..kc * NR].as_ptr();
                         for ip in 0..pps {
-                            let a = &packed[((pp0 + ip) * k + k0) * MR..][..kc * MR];
                             let c = &mut block[ip * MR * ld + jc * NR..];
                             assert!(c.len() >= (MR - 1) * ld + NR);
-                            // SAFETY: a holds kc panel rows, b kc rows of NR, c the MR x NR corner at
-                            // stride ld (the slices and the assert); block is this task's.
-                            unsafe { (kernels.strided)(kc, a.as_ptr(), b.as_ptr(), NR, c.as_mut_ptr(), ld, k0 > 0) };
+                            let (c, accumulate) = (c.as_mut_ptr(), k0 > 0);
+                            // SAFETY: b holds kc rows of NR and c the MR x NR corner at stride ld (the
+                            // slices and the assert; block is this task's); a holds kc panel rows
+                            // (the slice), and shifted reads stay in `padded` (asserted above).
+                            unsafe {
+                                match pixels {
+                                    Pixels::Packed(packed) => {
+                                        let a = &packed[((pp0 + ip) * k + k0) * MR..][..kc * MR];
+                                        (kernels.strided)(kc, a.as_ptr(), b, NR, c, ld, accumulate)
+                                    }
+                                    Pixels::Shifted { padded, positions, offsets } => {
+                                        let at = &positions[(pp0 + ip) * MR..][..MR];
+                                        let rows = std::array::from_fn(|r| padded.as_ptr().wrapping_add(at[r]));
+                                        let offsets = offsets[k0..][..kc].as_ptr();
+                                        (kernels.gathered)(kc, &rows, offsets, b, c, ld, accumulate)
+                                    }
+                                }
+                            };
                         }
                     }
                 }
@@ -421,6 +460,10 @@ pub enum InputPath {
     /// (its input packed once per image): the GEMM's padding is then a few pixels and the rounding
     /// of the channel count to NR. One group.
     Transposed,
+    /// The transposed GEMM for a k x k conv on a small map: each output pixel read from the shifted
+    /// views' padded copy, so the copy's extra columns are never computed (7x7 = 49 pixels pad to
+    /// 54, where shifted views compute 64 columns). One group.
+    ShiftedTransposed,
     /// What remains with one group (1x1 convs whose rows end mid-panel, strided 1x1 convs): im2col
     /// panels packed once per image.
     Packed,
@@ -502,6 +545,16 @@ enum Rhs<'a> {
     /// A 1x1 conv's input rows in place: runs of consecutive rows (the first row's index, the rows
     /// one after another), one run per input part.
     Rows(Vec<(usize, &'a [f32])>),
+}
+
+/// The transposed GEMM's left side: the output's pixels, MR to a panel.
+#[derive(Clone, Copy)]
+enum Pixels<'a> {
+    /// A 1x1 conv's input packed as `[pixel panel][k][MR]`.
+    Packed(&'a [f32]),
+    /// A k x k conv's padded copy, read in place: GEMM row p of pixel i is
+    /// `padded[positions[i] + offsets[p]]` (the shifted views, one pixel at a time).
+    Shifted { padded: &'a [f32], positions: &'a [usize], offsets: &'a [usize] },
 }
 
 /// `channels` channels of an NCHW f32 map: image b's channel c is the plane at
