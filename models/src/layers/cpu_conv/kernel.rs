@@ -83,7 +83,7 @@ pub const PORTABLE: Kernels = Kernels { strided: portable, shifted: portable_shi
 /// # Safety
 /// See [`Kernel`].
 pub unsafe fn portable(kc: usize, a: *const f32, b: *const f32, ldb: usize, c: *mut f32, ldc: usize, accumulate: bool) {
-    portable_body(kc, a, |p| b.add(p * ldb), c, ldc, accumulate)
+    portable_body(kc, |p, r| a.add(p * MR + r), |p| b.add(p * ldb), c, ldc, accumulate)
 }
 
 /// # Safety
@@ -97,7 +97,7 @@ pub unsafe fn portable_shifted(
     ldc: usize,
     accumulate: bool,
 ) {
-    portable_body(kc, a, |p| base.add(*offsets.add(p)), c, ldc, accumulate)
+    portable_body(kc, |p, r| a.add(p * MR + r), |p| base.add(*offsets.add(p)), c, ldc, accumulate)
 }
 
 /// # Safety
@@ -111,31 +111,15 @@ pub unsafe fn portable_gathered(
     ldc: usize,
     accumulate: bool,
 ) {
-    let mut acc = [[0f32; NR]; MR];
-    if accumulate {
-        for (r, out) in acc.iter_mut().enumerate() {
-            out.copy_from_slice(std::slice::from_raw_parts(c.add(r * ldc), NR));
-        }
-    }
-    for p in 0..kc {
-        let (o, bp) = (*offsets.add(p), std::slice::from_raw_parts(b.add(p * NR), NR));
-        for (out, row) in acc.iter_mut().zip(rows) {
-            let x = *row.add(o);
-            for (v, bv) in out.iter_mut().zip(bp) {
-                *v = x.mul_add(*bv, *v);
-            }
-        }
-    }
-    for (r, out) in acc.iter().enumerate() {
-        std::slice::from_raw_parts_mut(c.add(r * ldc), NR).copy_from_slice(out);
-    }
+    portable_body(kc, |p, r| rows[r].add(*offsets.add(p)), |p| b.add(p * NR), c, ldc, accumulate)
 }
 
+/// Every kernel's loop: step p multiplies the MR values at `left(p, r)` by the NR at `right(p)`.
 #[inline(always)]
 unsafe fn portable_body(
     kc: usize,
-    a: *const f32,
-    row: impl Fn(usize) -> *const f32,
+    left: impl Fn(usize, usize) -> *const f32,
+    right: impl Fn(usize) -> *const f32,
     c: *mut f32,
     ldc: usize,
     accumulate: bool,
@@ -147,9 +131,9 @@ unsafe fn portable_body(
         }
     }
     for p in 0..kc {
-        let bp = std::slice::from_raw_parts(row(p), NR);
+        let bp = std::slice::from_raw_parts(right(p), NR);
         for (r, out) in acc.iter_mut().enumerate() {
-            let ar = *a.add(p * MR + r);
+            let ar = *left(p, r);
             for (v, bv) in out.iter_mut().zip(bp) {
                 *v = ar.mul_add(*bv, *v);
             }
@@ -165,7 +149,7 @@ unsafe fn portable_body(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn avx2_fma(kc: usize, a: *const f32, b: *const f32, ldb: usize, c: *mut f32, ldc: usize, accumulate: bool) {
-    avx2_body(kc, a, |p| b.add(p * ldb), c, ldc, accumulate)
+    avx2_body(kc, |p, r| a.add(p * MR + r), |p| b.add(p * ldb), c, ldc, accumulate)
 }
 
 /// # Safety
@@ -181,45 +165,7 @@ unsafe fn avx2_fma_shifted(
     ldc: usize,
     accumulate: bool,
 ) {
-    avx2_body(kc, a, |p| base.add(*offsets.add(p)), c, ldc, accumulate)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-#[inline]
-unsafe fn avx2_body(
-    kc: usize,
-    a: *const f32,
-    row: impl Fn(usize) -> *const f32,
-    c: *mut f32,
-    ldc: usize,
-    accumulate: bool,
-) {
-    use std::arch::x86_64::*;
-    let mut lo = [_mm256_setzero_ps(); MR];
-    let mut hi = [_mm256_setzero_ps(); MR];
-    if accumulate {
-        for r in 0..MR {
-            lo[r] = _mm256_loadu_ps(c.add(r * ldc));
-            hi[r] = _mm256_loadu_ps(c.add(r * ldc + 8));
-        }
-    }
-    let mut a = a;
-    for p in 0..kc {
-        let b = row(p);
-        let b0 = _mm256_loadu_ps(b);
-        let b1 = _mm256_loadu_ps(b.add(8));
-        for r in 0..MR {
-            let ar = _mm256_broadcast_ss(&*a.add(r));
-            lo[r] = _mm256_fmadd_ps(ar, b0, lo[r]);
-            hi[r] = _mm256_fmadd_ps(ar, b1, hi[r]);
-        }
-        a = a.add(MR);
-    }
-    for r in 0..MR {
-        _mm256_storeu_ps(c.add(r * ldc), lo[r]);
-        _mm256_storeu_ps(c.add(r * ldc + 8), hi[r]);
-    }
+    avx2_body(kc, |p, r| a.add(p * MR + r), |p| base.add(*offsets.add(p)), c, ldc, accumulate)
 }
 
 /// # Safety
@@ -235,8 +181,24 @@ unsafe fn avx2_fma_gathered(
     ldc: usize,
     accumulate: bool,
 ) {
-    use std::arch::x86_64::*;
     let rows = *rows;
+    avx2_body(kc, |p, r| rows[r].add(*offsets.add(p)), |p| b.add(p * NR), c, ldc, accumulate)
+}
+
+/// As [`portable_body`], 8 lanes at a time: 12 accumulators, two loads of the right side and one
+/// broadcast of the left per row.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn avx2_body(
+    kc: usize,
+    left: impl Fn(usize, usize) -> *const f32,
+    right: impl Fn(usize) -> *const f32,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+) {
+    use std::arch::x86_64::*;
     let mut lo = [_mm256_setzero_ps(); MR];
     let mut hi = [_mm256_setzero_ps(); MR];
     if accumulate {
@@ -245,17 +207,15 @@ unsafe fn avx2_fma_gathered(
             hi[r] = _mm256_loadu_ps(c.add(r * ldc + 8));
         }
     }
-    let mut b = b;
     for p in 0..kc {
-        let o = *offsets.add(p);
+        let b = right(p);
         let b0 = _mm256_loadu_ps(b);
         let b1 = _mm256_loadu_ps(b.add(8));
         for r in 0..MR {
-            let x = _mm256_broadcast_ss(&*rows[r].add(o));
-            lo[r] = _mm256_fmadd_ps(x, b0, lo[r]);
-            hi[r] = _mm256_fmadd_ps(x, b1, hi[r]);
+            let ar = _mm256_broadcast_ss(&*left(p, r));
+            lo[r] = _mm256_fmadd_ps(ar, b0, lo[r]);
+            hi[r] = _mm256_fmadd_ps(ar, b1, hi[r]);
         }
-        b = b.add(NR);
     }
     for r in 0..MR {
         _mm256_storeu_ps(c.add(r * ldc), lo[r]);
