@@ -59,8 +59,8 @@ pub(super) struct TransposedEpilogue<'a> {
     pub dst: Output,
 }
 
-/// Most pixels a transposed block holds (see `CpuConv::multiply_transposed`'s block sizes).
-const TRANSPOSED_BLOCK_PIXELS: usize = 2 * super::BLOCK_M_PANELS * super::MR;
+/// Most pixels a transposed block holds.
+const TRANSPOSED_BLOCK_PIXELS: usize = super::TRANSPOSED_BLOCK_PANELS.0 * super::MR;
 
 impl SimdJob for TransposedEpilogue<'_> {
     type Output = ();

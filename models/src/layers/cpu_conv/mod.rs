@@ -40,6 +40,8 @@ const KC: usize = 256;
 /// Block size in panels: up to 8 x 6 output channels by 16 x 16 pixels (a 48 KiB block buffer).
 const BLOCK_M_PANELS: usize = 8;
 const BLOCK_N_PANELS: usize = 16;
+/// The transposed GEMM's largest block: pixel panels (of MR) by channel panels (of NR).
+const TRANSPOSED_BLOCK_PANELS: (usize, usize) = (2 * BLOCK_M_PANELS, BLOCK_N_PANELS / 2);
 /// Inputs larger than this (floats: 1 MiB, the two L2s of a small machine) stream from L3 or memory.
 const STREAMING_FLOATS: usize = 1 << 18;
 /// Largest im2col (floats) the transposed GEMM packs per image: 2 MiB, a few L2s.
@@ -401,7 +403,7 @@ impl CpuConv {
             assert!(far < padded.len(), "{}: a shifted read past the padded copy", self.spec.name);
         }
         let (p_panels, c_panels) = (plane.div_ceil(MR), m.div_ceil(NR));
-        let (bp, bc) = block_sizes(1, (p_panels, c_panels), (2 * BLOCK_M_PANELS, BLOCK_N_PANELS / 2));
+        let (bp, bc) = block_sizes(1, (p_panels, c_panels), TRANSPOSED_BLOCK_PANELS);
         let (p_blocks, c_blocks) = (p_panels.div_ceil(bp), c_panels.div_ceil(bc));
         (0..p_blocks * c_blocks).into_par_iter().for_each(|task| {
             let (pp0, cp0) = ((task / c_blocks) * bp, (task % c_blocks) * bc);
