@@ -13,8 +13,13 @@
 #   1. parity: the same random batch of 2 on CPU and on cuda:0 for cspresnext50 (224),
 #      cspdarknet53 (256) and cspresnext50_panet_spp (512); each output tensor must satisfy
 #      max|gpu - cpu| <= 1e-3 * max|cpu| (f32);
-#   2. `csp-model bench --device cuda` at batch 1, 8 and 32 for the same three: images/s;
-#   3. the server at saturation: `csp-server --device cuda:0` (GPU batching defaults) serving the
+#   2. half precision: the bundled trained models (models/default/) on cuda:0 in f16 and bf16
+#      against the CPU in f32, within 5e-3 (f16; measured 4e-4 to 1.5e-3 on the CPU,
+#      models/tests/parity.rs) and 4e-2 (bf16: 3 significant bits fewer, 8x coarser). Random
+#      weights are no measure of half precision (see that test);
+#   3. `csp-model bench --device cuda` at batch 1, 8 and 32 for the same three models in f32, f16
+#      and bf16: images/s;
+#   4. the server at saturation: `csp-server --device cuda:0` (GPU batching defaults) serving the
 #      detector at 512, loaded by `csp-client bench` with 640x480 JPEGs over REST and gRPC at
 #      concurrency 1 to 128 (when .gpu/ also holds csp-server.gz and csp-client.gz).
 # python3 with numpy and safetensors (there with PyTorch) writes the inputs and compares outputs.
@@ -28,6 +33,9 @@ cd "$repo"
 MODELS=("cspresnext50 224" "cspdarknet53 256" "cspresnext50_panet_spp 512")
 BATCHES=(1 8 32)
 TOLERANCE=1e-3
+# (bundled model, input size) for half precision, and each precision's tolerance
+TRAINED=("shapes-classifier 64" "shapes-detector 160")
+HALF_PRECISIONS=("f16 5e-3" "bf16 4e-2")
 
 # The dev profile, in a target dir of its own (ignored): this workspace builds every dependency,
 # candle included, at opt-level 3 in dev too, and the build raises the workspace crates to 3 as well.
@@ -128,21 +136,47 @@ check() {
         --input "$work/in-$size.safetensors" --output "$work/$arch-cuda.safetensors"; }; then
       echo "$arch: FAIL (a step above failed)" | tee -a "$out/parity.txt"
       failed=1
-    elif ! compare "$arch" "$work/$arch-cpu.safetensors" "$work/$arch-cuda.safetensors" | tee -a "$out/parity.txt"; then
+    elif ! compare "$TOLERANCE" "$arch" "$work/$arch-cpu.safetensors" "$work/$arch-cuda.safetensors" |
+      tee -a "$out/parity.txt"; then
       failed=1
     fi
+  done
+  local model weights precision dtype tolerance
+  for spec in "${TRAINED[@]}"; do
+    read -r model size <<<"$spec"
+    weights=models/default/$model.safetensors
+    if ! { write_input "$work/in-$size.safetensors" 2 "$size" &&
+      timeout 300 "$bin" predict --weights "$weights" --device cpu \
+        --input "$work/in-$size.safetensors" --output "$work/$model-cpu.safetensors"; }; then
+      echo "$model: FAIL (the CPU reference failed)" | tee -a "$out/parity.txt"
+      failed=1
+      continue
+    fi
+    for precision in "${HALF_PRECISIONS[@]}"; do
+      read -r dtype tolerance <<<"$precision"
+      if ! timeout 300 "$bin" predict --weights "$weights" --device cuda --dtype "$dtype" \
+        --input "$work/in-$size.safetensors" --output "$work/$model-$dtype.safetensors"; then
+        echo "$model ($dtype): FAIL (predict failed)" | tee -a "$out/parity.txt"
+        failed=1
+      elif ! compare "$tolerance" "$model ($dtype)" "$work/$model-cpu.safetensors" "$work/$model-$dtype.safetensors" |
+        tee -a "$out/parity.txt"; then
+        failed=1
+      fi
+    done
   done
 
   : >"$out/bench.jsonl"
   local batch
   for spec in "${MODELS[@]}"; do
     read -r arch size <<<"$spec"
-    for batch in "${BATCHES[@]}"; do
-      if ! timeout 120 "$bin" bench --arch "$arch" --device cuda --batch "$batch" --size "$size" --iters 20 \
-        --warmup 3 --json | tee -a "$out/bench.jsonl"; then
-        echo "gpu-check: bench $arch batch $batch FAILED" >&2
-        failed=1
-      fi
+    for dtype in f32 f16 bf16; do
+      for batch in "${BATCHES[@]}"; do
+        if ! timeout 120 "$bin" bench --arch "$arch" --device cuda --dtype "$dtype" --batch "$batch" --size "$size" \
+          --iters 20 --warmup 3 --json | tee -a "$out/bench.jsonl"; then
+          echo "gpu-check: bench $arch $dtype batch $batch FAILED" >&2
+          failed=1
+        fi
+      done
     done
   done
   : >"$out/serve.jsonl"
@@ -211,7 +245,7 @@ EOF
 # One line per output tensor; fails on a missing tensor, another shape, NaN, a relative error (to
 # the CPU output's largest magnitude) above the tolerance, or outputs that do not depend on the input.
 compare() {
-  python3 - "$TOLERANCE" "$@" <<'EOF'
+  python3 - "$@" <<'EOF'
 import sys
 import numpy as np
 from safetensors.numpy import load_file
@@ -247,12 +281,13 @@ import json
 import sys
 
 gpu, out = sys.argv[1], sys.argv[2]
-print(f"GPU check {datetime.date.today()} on {gpu} (f32, random weights, cuda:0):\n")
-print("| model | input | batch | median ms | images/s |")
-print("|---|---|---|---|---|")
+print(f"GPU check {datetime.date.today()} on {gpu} (random weights, cuda:0):\n")
+print("| model | input | dtype | batch | median ms | images/s |")
+print("|---|---|---|---|---|---|")
 for line in open(f"{out}/bench.jsonl"):
     r = json.loads(line)
-    print(f"| {r['arch']} | {r['size']} | {r['batch']} | {r['median_ms']:.2f} | {r['images_per_s']:.1f} |")
+    print(f"| {r['arch']} | {r['size']} | {r.get('dtype', 'f32')} | {r['batch']} | {r['median_ms']:.2f} | "
+          f"{r['images_per_s']:.1f} |")
 print()
 serve = [json.loads(line) for line in open(f"{out}/serve.jsonl") if line.strip()]
 if serve:

@@ -31,7 +31,8 @@ if [ "${CSP_CUDA_CHECK:-1}" != 0 ]; then
     ln -sf "$PWD/scripts/nvcc-compile-check" "$CUDA_ROOT/check-bin/nvcc"
     export NVCC="$CUDA_ROOT/check-bin/nvcc" PATH="$CUDA_ROOT/check-bin:$PATH"
     check_dir=${CSP_CUDA_TARGET_DIR:-target/cuda-check}
-    CARGO_TARGET_DIR=$check_dir cargo check --workspace --features cuda --locked
+    # cudnn includes cuda: one check covers both (cuDNN's bindings need no headers to compile).
+    CARGO_TARGET_DIR=$check_dir cargo check --workspace --features cuda,cudnn --locked
     if [ "${CI:-}" = true ] && [ -z "${CSP_CUDA_TARGET_DIR:-}" ]; then rm -rf "$check_dir"; fi
   )
 fi

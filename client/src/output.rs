@@ -49,9 +49,20 @@ pub fn models_text(models: &[ModelSummary]) -> String {
     if models.is_empty() {
         return "the server has no models\n".into();
     }
-    let header =
-        ["name", "task", "architecture", "input", "classes", "params", "BFLOPs", "device", "batch", "delay ms"];
-    let rows: Vec<[String; 10]> = models
+    let header = [
+        "name",
+        "task",
+        "architecture",
+        "input",
+        "classes",
+        "params",
+        "BFLOPs",
+        "device",
+        "dtype",
+        "batch",
+        "delay ms",
+    ];
+    let rows: Vec<[String; 11]> = models
         .iter()
         .map(|m| {
             [
@@ -63,6 +74,7 @@ pub fn models_text(models: &[ModelSummary]) -> String {
                 format!("{:.2}M", m.params as f64 / 1e6),
                 format!("{:.2}", m.bflops),
                 m.device.clone(),
+                m.dtype.clone(),
                 m.max_batch_size.to_string(),
                 m.max_queue_delay_ms.to_string(),
             ]

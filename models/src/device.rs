@@ -1,7 +1,9 @@
-//! Where a model runs: the one parser of `cpu` / `cuda` / `cuda:N` and the one place that opens a
-//! device, shared by csp-model, csp-server and csp-train.
+//! Where a model runs and in what precision: the one parser of `cpu` / `cuda` / `cuda:N`, the one
+//! place that opens a device, and the floating-point type a model computes in; shared by
+//! csp-model, csp-server and csp-train.
 
-use candle_core::Device;
+use candle_core::{DType, Device};
+use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
@@ -60,6 +62,54 @@ impl std::fmt::Display for DeviceSpec {
             DeviceSpec::Cpu => write!(f, "cpu"),
             DeviceSpec::Cuda(n) => write!(f, "cuda:{n}"),
         }
+    }
+}
+
+/// The floating-point type a model's weights and activations are held in. Inputs and outputs stay
+/// f32 at the model's edges; only the forward pass changes. f16 and bf16 are for GPUs (tensor
+/// cores, half the memory traffic); on the CPU they run on candle's reference ops, which are much
+/// slower than the f32 fast engine, and exist there to check the path.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    #[default]
+    F32,
+    F16,
+    Bf16,
+}
+
+impl Precision {
+    pub fn dtype(self) -> DType {
+        match self {
+            Precision::F32 => DType::F32,
+            Precision::F16 => DType::F16,
+            Precision::Bf16 => DType::BF16,
+        }
+    }
+
+    /// Whether a model can compute in this precision on the CPU: not bf16, for which candle's CPU
+    /// backend has no matmul. The error says what to use instead.
+    pub fn check_cpu(self) -> Result<()> {
+        match self {
+            Precision::Bf16 => Err(Error::Device(
+                "bf16 runs on CUDA only (candle's CPU matmul has no bf16); on the CPU use f32 or f16".into(),
+            )),
+            Precision::F32 | Precision::F16 => Ok(()),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::F16 => "f16",
+            Precision::Bf16 => "bf16",
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -7,6 +7,7 @@ use candle_nn::VarBuilder;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::device::Precision;
 use crate::error::{Error, Result};
 use crate::fusion::{Plan, Source, Step};
 use crate::layers::{global_avg_pool, max_pool, max_pool_differentiable, Activation, ConvLayer};
@@ -71,6 +72,7 @@ pub struct Model {
     pub net: Network,
     params: Vec<Params>,
     device: Device,
+    precision: Precision,
 }
 
 impl Model {
@@ -94,7 +96,7 @@ impl Model {
                 _ => Params::None,
             });
         }
-        Ok(Model { net, params, device })
+        Ok(Model { net, params, device, precision: Precision::F32 })
     }
 
     /// Builds the inference model: batch norm folded into the convolutions.
@@ -123,6 +125,33 @@ impl Model {
             }
         }
         Ok(m)
+    }
+
+    /// The same model computing in `precision`: parameters converted (from f32, so converting
+    /// back and forth loses nothing beyond the one rounding), inputs converted on the way in and
+    /// outputs back to f32 on the way out. Not f32: candle's ops, whatever the engine.
+    pub fn with_precision(&self, precision: Precision) -> Result<Self> {
+        if self.device.is_cpu() {
+            precision.check_cpu()?;
+        }
+        let dtype = precision.dtype();
+        let mut m = self.clone();
+        for p in &mut m.params {
+            match p {
+                Params::Conv(c) => *c = c.to_dtype(dtype)?,
+                Params::Linear(l) => {
+                    let bias = l.bias().map(|b| b.to_dtype(dtype)).transpose()?;
+                    *l = candle_nn::Linear::new(l.weight().to_dtype(dtype)?, bias);
+                }
+                Params::None => {}
+            }
+        }
+        m.precision = precision;
+        Ok(m)
+    }
+
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// The engine the convolutions run on: `Fast` when any runs on the fused CPU kernel.
@@ -216,7 +245,9 @@ impl Model {
                 .map(|w| Ok(Tensor::cat(&per_image.iter().map(|outs| &outs[w]).collect::<Vec<_>>(), 0)?))
                 .collect();
         }
-        self.run_layers(x, wanted, None)
+        let outs = self.run_layers(x, wanted, None)?;
+        // Callers read f32 whatever the model computes in.
+        outs.into_iter().map(|t| Ok(t.to_dtype(DType::F32)?)).collect()
     }
 
     /// Training pass: like [`Model::run_many`], but batch norm uses batch statistics and every
@@ -247,7 +278,7 @@ impl Model {
         if c != self.net.input_channels {
             return Err(Error::Input(format!("expected {} channels, got {c}", self.net.input_channels)));
         }
-        let x = x.to_dtype(DType::F32)?;
+        let x = x.to_dtype(self.precision.dtype())?;
         let fast: Vec<bool> =
             self.params[..=upto].iter().map(|p| matches!(p, Params::Conv(c) if c.uses_cpu_kernel())).collect();
         // Fusions only in inference; a training pass needs every op differentiable.

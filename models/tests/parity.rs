@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use csp_models::backbones::timm::TimmCspConfig;
+use csp_models::device::Precision;
 use csp_models::network::Op;
 use csp_models::preprocess::Preprocess;
 use csp_models::weights::{load_model, Arch};
@@ -16,6 +17,9 @@ use serde_json::Value;
 
 /// Largest difference allowed, relative to the reference output's scale.
 const TOLERANCE: f32 = 1e-4;
+/// The same for trained models run in f16 (`--dtype f16`): 11 significant bits per weight and
+/// activation; measured 4e-4 to 1.5e-3.
+const F16_TOLERANCE: f32 = 5e-3;
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("fixtures").join(name)
@@ -36,6 +40,10 @@ fn usizes(v: &Value) -> Vec<usize> {
 
 /// max |ours - reference| <= TOLERANCE * max(1, max |reference|), over the flattened outputs.
 fn assert_close(ours: &Tensor, reference: &Tensor, what: &str) {
+    assert_within(ours, reference, TOLERANCE, what)
+}
+
+fn assert_within(ours: &Tensor, reference: &Tensor, tolerance: f32, what: &str) {
     assert_eq!(
         ours.elem_count(),
         reference.elem_count(),
@@ -48,7 +56,8 @@ fn assert_close(ours: &Tensor, reference: &Tensor, what: &str) {
     let b = reference.flatten_all().unwrap().to_vec1::<f32>().unwrap();
     let scale = b.iter().fold(1f32, |m, x| m.max(x.abs()));
     let diff = a.iter().zip(&b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-    assert!(diff.is_finite() && diff <= TOLERANCE * scale, "{what}: max |diff| {diff} exceeds {TOLERANCE} x {scale}");
+    eprintln!("{what}: max |diff| / scale = {:.2e}", diff / scale);
+    assert!(diff.is_finite() && diff <= tolerance * scale, "{what}: max |diff| {diff} exceeds {tolerance} x {scale}");
 }
 
 fn timm_config(arch: &str) -> TimmCspConfig {
@@ -192,4 +201,38 @@ fn darknet_detectors_match_reference_heads() {
             assert_close(&last, &io[&format!("head_{}", heads.len() - 1)], &format!("{name}: run"));
         }
     }
+}
+
+/// f16 inference (weights and activations in half precision, on candle's ops) against the same
+/// model in f32: within F16_TOLERANCE, the documented accuracy of `--dtype f16`, on the bundled
+/// trained models. Random weights are no measure of it: in the timm fixtures and in random
+/// cspresnext50 the activations grow to tens or hundreds of times the outputs, which half precision
+/// then cannot resolve (3.5e-2 and 5.8e-2 of the output scale).
+#[test]
+fn f16_models_match_f32_within_half_precision() {
+    let default = Path::new(env!("CARGO_MANIFEST_DIR")).join("default");
+    for file in ["shapes-classifier.safetensors", "shapes-detector.safetensors"] {
+        let model = load_model(None, Some(&default.join(file)), &Device::Cpu, true).unwrap();
+        let half = model.with_precision(Precision::F16).unwrap();
+        assert_eq!(half.engine(), csp_models::model::Engine::Candle, "f16 leaves the f32 fast engine");
+        let name = &model.net.arch;
+        let (h, w) = model.net.input_size;
+        let x = Tensor::rand(0f32, 1f32, (2, 3, h, w), &Device::Cpu).unwrap();
+        let (full, halved) = if model.head_layers().is_empty() {
+            (vec![model.forward(&x).unwrap()], vec![half.forward(&x).unwrap()])
+        } else {
+            (model.forward_heads(&x).unwrap(), half.forward_heads(&x).unwrap())
+        };
+        for (k, (f, h)) in full.iter().zip(&halved).enumerate() {
+            assert_eq!(h.dtype(), DType::F32, "{name}: outputs come back as f32");
+            assert_within(h, f, F16_TOLERANCE, &format!("{name} output {k} f16"));
+        }
+    }
+}
+
+#[test]
+fn bf16_on_the_cpu_is_refused_with_a_reason() {
+    let model = load_model(Some(&Arch::Builtin("cspresnet50".into())), None, &Device::Cpu, true).unwrap();
+    let err = model.with_precision(Precision::Bf16).unwrap_err().to_string();
+    assert!(err.contains("bf16") && err.contains("CUDA"), "{err}");
 }

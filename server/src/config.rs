@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use serde::Deserialize;
 
-use crate::core::{BatchingConfig, DeviceSpec, Engine, Limits, ModelConfig};
+use crate::core::{BatchingConfig, DeviceSpec, Engine, Limits, ModelConfig, Precision};
 use crate::secret::Secret;
 
 #[derive(Parser, Debug, Clone)]
@@ -51,6 +51,12 @@ pub struct Args {
     /// candle's ops either way.
     #[arg(long, env = "CSP_ENGINE", value_enum, default_value_t = Engine::Fast)]
     pub engine: Engine,
+
+    /// What models that do not set their own compute in: f32, or f16 / bf16 on a GPU (half the
+    /// memory traffic, tensor cores). bf16 needs a GPU; f16 on the CPU runs on candle's slower
+    /// ops. Requests and responses stay f32 either way.
+    #[arg(long, env = "CSP_DTYPE", value_enum, default_value_t = Precision::F32)]
+    pub dtype: Precision,
 
     /// CPU threads for model compute (default: all cores).
     #[arg(long, env = "CSP_THREADS")]
@@ -156,6 +162,7 @@ struct FileModel {
     input_size: Option<[usize; 2]>,
     device: Option<String>,
     engine: Option<Engine>,
+    dtype: Option<Precision>,
     instances: Option<usize>,
     max_batch_size: Option<usize>,
     max_queue_delay_ms: Option<u64>,
@@ -194,6 +201,7 @@ impl Args {
         let defaults = Defaults {
             device: self.device.parse()?,
             engine: self.engine,
+            dtype: self.dtype,
             max_batch_size: self.max_batch_size.map(|b| positive(b, "--max-batch-size")).transpose()?,
             max_queue_delay_ms: self.max_queue_delay_ms,
             max_queue_size: positive(self.max_queue_size, "--max-queue-size")?,
@@ -271,6 +279,7 @@ impl Args {
 struct Defaults {
     device: DeviceSpec,
     engine: Engine,
+    dtype: Precision,
     /// None: by device (`default_max_batch_size`).
     max_batch_size: Option<usize>,
     max_queue_delay_ms: u64,
@@ -313,6 +322,7 @@ fn parse_model_flag(spec: &str, defaults: &Defaults) -> Result<ModelConfig> {
         None if rest.ends_with(".safetensors") => (None, PathBuf::from(rest)),
         None => bail!("--model `{spec}`: no weights given (NAME=ARCH@WEIGHTS); the server never serves random weights"),
     };
+    check_dtype(name, defaults.device, defaults.dtype)?;
     Ok(ModelConfig {
         name: name.to_string(),
         arch,
@@ -321,9 +331,18 @@ fn parse_model_flag(spec: &str, defaults: &Defaults) -> Result<ModelConfig> {
         input_size: None,
         device: defaults.device,
         engine: defaults.engine,
+        dtype: defaults.dtype,
         batching: defaults.batching(defaults.device),
         instances: defaults.instances,
     })
+}
+
+/// Refused before anything loads: a precision the model's device cannot run.
+fn check_dtype(model: &str, device: DeviceSpec, dtype: Precision) -> Result<()> {
+    if !device.is_gpu() {
+        dtype.check_cpu().with_context(|| format!("model `{model}` on {device}"))?;
+    }
+    Ok(())
 }
 
 fn check_name(name: &str) -> Result<()> {
@@ -356,6 +375,8 @@ fn read_file(path: &Path, defaults: &Defaults) -> Result<FileModels> {
             Some(d) => d.parse::<DeviceSpec>().with_context(|| format!("{}: model `{}`", path.display(), m.name))?,
             None => defaults.device,
         };
+        let dtype = m.dtype.unwrap_or(defaults.dtype);
+        check_dtype(&m.name, device, dtype).with_context(|| path.display().to_string())?;
         let batching = defaults.batching(device);
         models.push(ModelConfig {
             arch: m.arch.map(|a| if a.ends_with(".cfg") { rel(Path::new(&a)).display().to_string() } else { a }),
@@ -364,6 +385,7 @@ fn read_file(path: &Path, defaults: &Defaults) -> Result<FileModels> {
             input_size: m.input_size.map(|[h, w]| (h, w)),
             device,
             engine: m.engine.unwrap_or(defaults.engine),
+            dtype,
             batching: BatchingConfig {
                 max_batch_size: positive(m.max_batch_size.unwrap_or(batching.max_batch_size), "max_batch_size")?,
                 max_queue_delay_ms: m.max_queue_delay_ms.unwrap_or(batching.max_queue_delay_ms),
@@ -432,6 +454,35 @@ mod tests {
         let p = path.to_str().unwrap();
         assert_eq!(batch_of(&["--config", p]), [32, 8]);
         assert_eq!(batch_of(&["--config", p, "--max-batch-size", "2"]), [2, 2]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn dtype_defaults_to_f32_and_bf16_needs_a_gpu() {
+        let settings = |args: &[&str]| {
+            let argv = ["csp-server"].iter().chain(args).copied();
+            Args::try_parse_from(argv).unwrap().settings()
+        };
+        let dtypes = |args: &[&str]| settings(args).unwrap().models.iter().map(|m| m.dtype).collect::<Vec<_>>();
+        assert_eq!(dtypes(&["--model", "a=a.safetensors"]), [Precision::F32]);
+        assert_eq!(dtypes(&["--model", "a=a.safetensors", "--dtype", "f16"]), [Precision::F16]);
+        assert_eq!(dtypes(&["--model", "a=a.safetensors", "--dtype", "bf16", "--device", "cuda"]), [Precision::Bf16]);
+        let err = settings(&["--model", "a=a.safetensors", "--dtype", "bf16"]).unwrap_err();
+        assert!(format!("{err:#}").contains("bf16 runs on CUDA only"), "{err:#}");
+        assert!(Args::try_parse_from(["csp-server", "--dtype", "f64"]).is_err());
+
+        let dir = std::env::temp_dir().join(format!("csp-config-dtype-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("models.toml");
+        let toml = "[[models]]\nname = \"g\"\nweights = \"g.safetensors\"\ndevice = \"cuda:0\"\ndtype = \"bf16\"\n\n\
+                    [[models]]\nname = \"c\"\nweights = \"c.safetensors\"\n";
+        std::fs::write(&path, toml).unwrap();
+        let p = path.to_str().unwrap();
+        assert_eq!(dtypes(&["--config", p]), [Precision::Bf16, Precision::F32]);
+        assert_eq!(dtypes(&["--config", p, "--dtype", "f16"]), [Precision::Bf16, Precision::F16]);
+        std::fs::write(&path, "[[models]]\nname = \"c\"\nweights = \"c.safetensors\"\ndtype = \"bf16\"\n").unwrap();
+        let err = settings(&["--config", p]).unwrap_err();
+        assert!(format!("{err:#}").contains("model `c` on cpu"), "{err:#}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

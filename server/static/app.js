@@ -143,7 +143,8 @@ function modelChanged(rerun = true) {
   const labels = model.labels && model.labels.length ? "" : ", no class names";
   ui.modelInfo.textContent =
     `${model.architecture}, ${taskName(model.task)}, input ${inputSize(model)}, ` +
-    `${model.num_classes} classes${labels}, ${formatFlops(model.bflops)} BFLOPs on ${model.device}`;
+    `${model.num_classes} classes${labels}, ${formatFlops(model.bflops)} BFLOPs on ${model.device}` +
+    (model.dtype && model.dtype !== "f32" ? ` in ${model.dtype}` : "");
   for (const el of document.querySelectorAll("[data-task]")) el.hidden = el.dataset.task !== model.task;
   ui.topK.max = String(Math.max(1, model.num_classes));
   saveToUrl();

@@ -57,6 +57,7 @@ fn models() -> &'static [ModelInfo; 2] {
             params: 0,
             bflops: 0.0,
             device: "cpu".into(),
+            dtype: Default::default(),
             batching: BatchingConfig::default(),
             instances: 1,
             outputs: outputs.iter().map(|s| s.to_string()).collect(),

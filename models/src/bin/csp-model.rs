@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use clap::{Args, Parser, Subcommand};
 
-use csp_models::device::DeviceSpec;
+use csp_models::device::{DeviceSpec, Precision};
 use csp_models::heads::{
     coco_labels, load_labels, postprocess, Detection, Letterbox, NmsKind, PostprocessConfig, YoloHead, COCO_CLASSES,
 };
@@ -155,6 +155,10 @@ struct DeviceArg {
     /// Where the model runs: cpu, cuda (= cuda:0) or cuda:N (needs a build with `--features cuda`).
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// What the model computes in: f32, or f16 / bf16 for GPUs (on the CPU these run on candle's
+    /// slower reference ops). Inputs and outputs stay f32.
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    dtype: Precision,
 }
 
 impl DeviceArg {
@@ -215,7 +219,8 @@ fn main() -> Result<()> {
             summary(&arch.required()?, size, classes, json, plot.as_deref())
         }
         Command::Predict { arch, weights, image, input, output, top_k, labels, json, device } => {
-            let model = weights::load_model(arch.get()?.as_ref(), Some(&weights), &device.open()?, true)?;
+            let model = weights::load_model(arch.get()?.as_ref(), Some(&weights), &device.open()?, true)?
+                .with_precision(device.dtype)?;
             match (input, output) {
                 (Some(i), Some(o)) => predict_tensors(&model, &i, &o),
                 _ if !image.is_empty() => predict_images(&model, &image, top_k, labels.as_deref(), json),
@@ -264,7 +269,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Bench { arch, weights, batch, size, threads, iters, warmup, engine, json, device } => {
-            bench(&arch, weights.as_deref(), &device.open()?, batch, size, threads, iters, warmup, engine, json)
+            bench(&arch, weights.as_deref(), &device, batch, size, threads, iters, warmup, engine, json)
         }
     }
 }
@@ -505,7 +510,7 @@ fn same_file(a: &Path, b: &Path) -> bool {
 fn bench(
     arch: &ArchArgs,
     weights: Option<&Path>,
-    device: &Device,
+    device: &DeviceArg,
     batch: usize,
     size: usize,
     threads: Option<usize>,
@@ -517,7 +522,11 @@ fn bench(
     if batch == 0 || size == 0 || iters == 0 {
         bail!("--batch, --size and --iters must be positive");
     }
-    let model = weights::load_model(arch.get()?.as_ref(), weights, device, true)?.with_engine(engine)?;
+    let precision = device.dtype;
+    let device = &device.open()?;
+    let model = weights::load_model(arch.get()?.as_ref(), weights, device, true)?
+        .with_engine(engine)?
+        .with_precision(precision)?;
     let engine = model.engine().as_str();
     let gflops = flops::summarize(&model.net, size, size)?.bflops * batch as f64;
     let x = Tensor::randn(0f32, 1f32, (batch, model.net.input_channels, size, size), device)?;
@@ -545,14 +554,14 @@ fn bench(
     };
     if json {
         let rec = serde_json::json!({
-            "arch": model.net.arch, "device": device, "engine": engine, "batch": batch, "size": size, "threads": threads,
+            "arch": model.net.arch, "device": device, "dtype": precision.as_str(), "engine": engine, "batch": batch, "size": size, "threads": threads,
             "iters": iters, "median_ms": median, "min_ms": times[0], "max_ms": times[times.len() - 1], "images_per_s": ips,
             "gflops_per_s": gflops_per_s,
         });
         println!("{rec}");
     } else {
         println!(
-            "{} on {device} ({engine}) batch {batch} {size}x{size} threads {threads}: median {median:.2} ms (min {:.2}, max {:.2}), {ips:.1} images/s, {gflops_per_s:.1} GFLOP/s",
+            "{} on {device} ({engine}, {precision}) batch {batch} {size}x{size} threads {threads}: median {median:.2} ms (min {:.2}, max {:.2}), {ips:.1} images/s, {gflops_per_s:.1} GFLOP/s",
             model.net.arch,
             times[0],
             times[times.len() - 1]

@@ -152,6 +152,30 @@ impl ConvLayer {
         Ok(ConvLayer { cpu, ..self.clone() })
     }
 
+    /// This layer's parameters in `dtype` (see [`crate::device::Precision`]). The fused CPU kernel
+    /// is f32 only, so any other dtype runs on candle's ops.
+    pub fn to_dtype(&self, dtype: DType) -> Result<Self> {
+        if dtype == self.weight.dtype() {
+            return Ok(self.clone());
+        }
+        let bn = match &self.bn {
+            Some(bn) => Some(BatchNorm {
+                weight: bn.weight.to_dtype(dtype)?,
+                bias: bn.bias.to_dtype(dtype)?,
+                running_mean: bn.running_mean.to_dtype(dtype)?,
+                running_var: bn.running_var.to_dtype(dtype)?,
+            }),
+            None => None,
+        };
+        Ok(ConvLayer {
+            spec: self.spec.clone(),
+            weight: self.weight.to_dtype(dtype)?,
+            bias: self.bias.as_ref().map(|b| b.to_dtype(dtype)).transpose()?,
+            bn,
+            cpu: None,
+        })
+    }
+
     /// How the fast CPU kernel feeds an `h x w` input to its GEMM; None without the kernel.
     pub fn input_path(&self, h: usize, w: usize) -> Option<InputPath> {
         self.cpu.as_ref().map(|kernel| kernel.input_path(h, w))

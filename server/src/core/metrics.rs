@@ -59,8 +59,8 @@ impl Metrics {
         let in_flight = gauge("csp_in_flight_requests", "Requests admitted and not yet answered", &["model"]);
         let model_info = gauge(
             "csp_model_info",
-            "Served models: task, architecture and device (value always 1)",
-            &["model", "task", "architecture", "device"],
+            "Served models: task, architecture, device and dtype (value always 1)",
+            &["model", "task", "architecture", "device", "dtype"],
         );
         Metrics {
             registry,

@@ -69,7 +69,7 @@ impl Default for Limits {
     }
 }
 
-pub use csp_models::device::DeviceSpec;
+pub use csp_models::device::{DeviceSpec, Precision};
 pub use csp_models::model::Engine;
 
 /// One model to serve.
@@ -87,6 +87,8 @@ pub struct ModelConfig {
     pub device: DeviceSpec,
     /// How the convolutions run on the CPU (`--engine`).
     pub engine: Engine,
+    /// What the forward pass computes in (`--dtype`).
+    pub dtype: Precision,
     pub batching: BatchingConfig,
     pub instances: usize,
 }

@@ -138,11 +138,12 @@ fn load_one(cfg: ModelConfig, metrics: &Arc<Metrics>) -> anyhow::Result<ServedMo
     let arch = cfg.arch.as_deref().map(Arch::parse);
     let mut model = weights::load_model(arch.as_ref(), Some(&cfg.weights), &dev, true)
         .and_then(|m| m.with_engine(cfg.engine))
+        .and_then(|m| m.with_precision(cfg.dtype))
         .with_context(|| format!("model `{}`", cfg.name))?;
     if let Some(size) = cfg.input_size {
         model.net.input_size = size;
     }
-    tracing::info!(model = %cfg.name, device = %cfg.device, engine = model.engine().as_str(), "loaded");
+    tracing::info!(model = %cfg.name, device = %cfg.device, dtype = %cfg.dtype, engine = model.engine().as_str(), "loaded");
     let net = &model.net;
     let (h, w) = net.input_size;
     let summary = flops::summarize(net, h, w).with_context(|| format!("model `{}` at {h}x{w}", cfg.name))?;
@@ -162,11 +163,15 @@ fn load_one(cfg: ModelConfig, metrics: &Arc<Metrics>) -> anyhow::Result<ServedMo
         params: summary.params,
         bflops: summary.bflops,
         device: cfg.device.to_string(),
+        dtype: cfg.dtype,
         batching: cfg.batching.clone(),
         instances: cfg.instances.max(1),
         outputs: loaded.outputs.clone(),
     };
-    metrics.model_info.with_label_values(&[&info.name, info.task.as_str(), &info.architecture, &info.device]).set(1);
+    metrics
+        .model_info
+        .with_label_values(&[&info.name, info.task.as_str(), &info.architecture, &info.device, info.dtype.as_str()])
+        .set(1);
     let loaded = Arc::new(loaded);
     warm_up(&cfg.name, &loaded, &model, cfg.batching.max_batch_size)?;
     let (queue, rx) = mpsc::unbounded_channel();

@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::Precision;
+
 pub use csp_models::heads::Detection;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -48,6 +50,8 @@ pub struct ModelInfo {
     pub params: usize,
     pub bflops: f64,
     pub device: String,
+    /// What the forward pass computes in (`--dtype`).
+    pub dtype: Precision,
     pub batching: BatchingConfig,
     pub instances: usize,
     /// Raw output tensor names: `output` for classifiers, `head_0`, `head_1`, ... for detectors.

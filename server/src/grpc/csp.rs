@@ -132,6 +132,7 @@ pub fn model(info: &ModelInfo) -> pb::Model {
         params: info.params as u64,
         bflops: info.bflops,
         device: info.device.clone(),
+        dtype: info.dtype.to_string(),
         batching: Some(pb::Batching {
             max_batch_size: clamp(info.batching.max_batch_size),
             max_queue_delay_ms: info.batching.max_queue_delay_ms,

@@ -376,6 +376,7 @@ mod tests {
             params: 1,
             bflops: 1.0,
             device: "cuda:1".into(),
+            dtype: crate::core::Precision::F32,
             batching: BatchingConfig { max_batch_size: 8, max_queue_delay_ms: 2, max_queue_size: 64 },
             instances: 2,
             outputs: match task {

@@ -31,6 +31,7 @@ fn model(name: &str, stem: &str) -> ModelConfig {
         input_size: None,
         device: DeviceSpec::Cpu,
         engine: Engine::Fast,
+        dtype: Default::default(),
         batching: BatchingConfig { max_batch_size: 4, max_queue_delay_ms: 1, max_queue_size: 64 },
         instances: 1,
     }

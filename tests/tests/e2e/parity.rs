@@ -166,3 +166,30 @@ async fn both_cpu_engines_serve_the_same_outputs() {
         }
     }
 }
+
+/// `--dtype f16`: the server computes in half precision (its outputs differ from f32) and serves
+/// exactly what `csp-model predict --dtype f16` computes on the same input.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn f16_serves_what_csp_model_predict_computes_in_f16() {
+    let f = fixtures();
+    let server = ServerBuilder::new().config(&f.standard_config).args(["--dtype", "f16"]).start();
+    assert!(server.output().contains("dtype=f16"), "{}", server.output());
+    let values = random_values(BATCH * INPUT_ELEMENTS, 79);
+    let input = write_input(&values, "f16");
+    let cfg = f.detector_cfg.display().to_string();
+    for (model, arch_args, weights) in
+        [("cls", vec![], &f.classifier), ("det", vec!["--cfg", cfg.as_str()], &f.detector_weights)]
+    {
+        let half_args: Vec<&str> = arch_args.iter().copied().chain(["--dtype", "f16"]).collect();
+        let half = csp_model_predict(&half_args, weights, &input, &format!("{model}-f16"));
+        let full = csp_model_predict(&arch_args, weights, &input, &format!("{model}-f32"));
+        assert_same(&half, &rest_infer(&server, model, &values).await, &format!("{model} f16 over REST"));
+        assert_same(&half, &grpc_infer(&server, model, &values).await, &format!("{model} f16 over gRPC"));
+        for (name, reference) in &full {
+            let scale = reference.iter().fold(1f32, |m, v| m.max(v.abs()));
+            let diff = max_abs_diff(&half[name], reference) / scale;
+            eprintln!("{model} `{name}`: f16 against f32 {diff:e} (relative)");
+            assert!(diff > 0.0 && diff <= 5e-3, "{model} `{name}`: f16 differs from f32 by {diff:e} (relative)");
+        }
+    }
+}

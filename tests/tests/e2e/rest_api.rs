@@ -41,6 +41,7 @@ async fn v1_models_describe_every_model() {
     assert!(cls["params"].as_u64().unwrap() > 1000, "{cls}");
     assert!(cls["bflops"].as_f64().unwrap() > 0.0, "{cls}");
     assert_eq!(cls["device"], "cpu");
+    assert_eq!(cls["dtype"], "f32");
     assert_eq!(cls["batching"]["max_batch_size"], 8);
     assert!(cls["batching"]["max_queue_size"].as_u64().unwrap() >= 1);
     assert!(cls["batching"]["max_queue_delay_ms"].is_u64());
