@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 use crate::device::Precision;
 use crate::error::{Error, Result};
 use crate::fusion::{Plan, Source, Step};
-use crate::layers::{global_avg_pool, max_pool, max_pool_differentiable, Activation, ConvLayer};
+use crate::layers::{
+    global_avg_pool, global_avg_pool_cpu, linear_cpu, max_pool, max_pool_differentiable, Activation, ConvLayer,
+};
 use crate::network::{Network, Op};
 
 #[derive(Clone, Debug)]
@@ -373,13 +375,24 @@ impl Model {
         get: &dyn Fn(usize) -> Result<&'a Tensor>,
         train: bool,
     ) -> Result<Tensor> {
+        // The fast engine's own CPU code for the classifier's last layers; candle's ops otherwise
+        // (the reference engine, training, other devices and dtypes: these return None there).
+        let fast = || !train && self.engine() == Engine::Fast;
         Ok(match (op, params) {
-            (Op::Linear(_), Params::Linear(l)) => l.forward(&prev()?.flatten_from(1)?)?,
+            (Op::Linear(_), Params::Linear(l)) => {
+                let x = prev()?.flatten_from(1)?;
+                let own = if fast() { linear_cpu(&x, l.weight(), l.bias())? } else { None };
+                own.map_or_else(|| l.forward(&x), Ok)?
+            }
             (Op::MaxPool { size, stride, padding }, _) if train => {
                 max_pool_differentiable(prev()?, *size, *stride, *padding)?
             }
             (Op::MaxPool { size, stride, padding }, _) => max_pool(prev()?, *size, *stride, *padding)?,
-            (Op::AvgPool, _) => global_avg_pool(prev()?)?,
+            (Op::AvgPool, _) => {
+                let x = prev()?;
+                let own = if fast() { global_avg_pool_cpu(x)? } else { None };
+                own.map_or_else(|| global_avg_pool(x), Ok)?
+            }
             (Op::Route { layers, groups, group_id }, _) => {
                 let parts = layers
                     .iter()

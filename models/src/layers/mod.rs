@@ -1,10 +1,11 @@
-//! Building blocks: activations, conv + batch norm + activation, pooling.
+//! Building blocks: activations, conv + batch norm + activation, pooling, the fully connected layer.
 
 mod activation;
 mod bn_train;
 mod conv;
 mod conv_grad;
 mod cpu_conv;
+mod linear;
 mod pool;
 
 pub use activation::Activation;
@@ -12,4 +13,5 @@ pub use bn_train::batch_norm_act_train;
 pub use conv::{BatchNorm, ConvLayer, ConvSpec, BN_EPS};
 pub use conv_grad::conv2d_train;
 pub use cpu_conv::{CpuConv, InputPath};
-pub use pool::{global_avg_pool, max_pool, max_pool_differentiable, max_pool_out};
+pub use linear::linear_cpu;
+pub use pool::{global_avg_pool, global_avg_pool_cpu, max_pool, max_pool_differentiable, max_pool_out};
