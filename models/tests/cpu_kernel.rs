@@ -138,14 +138,24 @@ fn single_layers_match_candle() {
     cases.push(Case { h: 5, w: 7, ..case(6, 32, 5, 1, 3, 1) });
     cases.push(Case { h: 5, w: 7, ..case(16, 32, 3, 1, 1, 1) });
     cases.push(Case { n: 2, h: 7, w: 9, ..case(40, 48, 3, 1, 1, 1) });
+    // Grouped ones as well (CSPResNeXt's late stages, 16 and 32 channels per group): 32 per group
+    // at 7x7, 16 per group over an output that ends mid-panel, strided, and a batch whose groups
+    // reduce over more than one chunk (35 channels x 9 taps per group).
+    cases.push(Case { h: 7, w: 7, ..case(64, 64, 3, 1, 1, 2) });
+    cases.push(Case { h: 5, w: 7, ..case(48, 48, 3, 1, 1, 3) });
+    cases.push(Case { h: 14, w: 13, ..case(96, 96, 3, 2, 1, 3) });
+    cases.push(Case { n: 2, h: 6, w: 6, ..case(70, 64, 3, 1, 1, 2) });
     let mut paths = HashSet::new();
+    let mut grouped_transposed = false;
     for (i, c) in cases.iter().enumerate() {
         for (j, activation) in ACTIVATIONS.iter().enumerate() {
             let seed = (i * 10 + j) as u64;
             let reference = layer(c, *activation, seed);
             let fast = reference.with_cpu_kernel(true).unwrap();
             assert!(fast.uses_cpu_kernel() && !reference.uses_cpu_kernel());
-            paths.insert(fast.input_path(c.h, c.w).unwrap());
+            let path = fast.input_path(c.h, c.w).unwrap();
+            paths.insert(path);
+            grouped_transposed |= c.groups > 1 && path == InputPath::ShiftedTransposed;
             // Scaled so that activations see both signs and their saturated ranges.
             let x = (tensor(&[c.n, c.cin, c.h, c.w], seed + 100) * 3.0).unwrap();
             let want = reference.forward(&x).unwrap();
@@ -162,6 +172,7 @@ fn single_layers_match_candle() {
     for path in [Rows, Shifted, Transposed, ShiftedTransposed, Packed, PackedPerBlock] {
         assert!(paths.contains(&path), "no case takes {path:?}");
     }
+    assert!(grouped_transposed, "no grouped case takes ShiftedTransposed");
 }
 
 #[test]

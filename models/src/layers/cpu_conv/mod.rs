@@ -57,7 +57,7 @@ pub struct CpuConv {
     gemm: Gemm,
     /// `[group][panel][k][MR]` (see `pack`).
     weight: Vec<f32>,
-    /// `[panel][k][NR]`, for the transposed GEMM on small maps (see `multiply_transposed`): packed
+    /// `[group][panel][k][NR]`, for the transposed GEMM on small maps (see `multiply_transposed`): packed
     /// the first time a small map comes.
     weight_t: OnceLock<Vec<f32>>,
     bias: Vec<f32>,
@@ -239,14 +239,15 @@ impl CpuConv {
         // The transposed GEMM where it computes clearly fewer outputs (padding and dropped columns
         // included) than the usual one would: on small maps. A 1x1 conv's pixels are packed (when
         // the copy stays small); a k x k conv's are read from the shifted views' padded copy.
-        let transposed = s.groups == 1 && {
+        let transposed = {
             let m = self.gemm.m;
             let columns = if shifted { oh * geometry.phase_size().1 } else { plane };
             let usual = columns.next_multiple_of(NR) * m.next_multiple_of(MR);
             let swapped = plane.next_multiple_of(MR) * m.next_multiple_of(NR);
             10 * swapped < 9 * usual
         };
-        let packed_transposed = transposed && s.kernel == 1 && self.gemm.k * plane <= TRANSPOSED_MAX_PACKED;
+        let packed_transposed =
+            transposed && s.kernel == 1 && s.groups == 1 && self.gemm.k * plane <= TRANSPOSED_MAX_PACKED;
         let shifted_transposed = transposed && shifted && plane <= TRANSPOSED_MAX_PIXELS;
         match () {
             _ if packed_transposed => InputPath::Transposed,
@@ -386,7 +387,8 @@ impl CpuConv {
     /// dst = activation(weight x input + bias) (+ residual, then its activation) as
     /// (input^T x weight^T)^T: the output's pixels along the kernel's MR side (see [`Pixels`]),
     /// `weight_t` as the right side; a block holds pixels x channels and its epilogue writes it
-    /// back transposed. One group.
+    /// back transposed. Groups as in `multiply`: every group's blocks in one parallel loop (packed
+    /// pixels: one group only).
     fn multiply_transposed(
         &self,
         kernels: Kernels,
@@ -395,25 +397,31 @@ impl CpuConv {
         dst: Output,
         residual: Option<(&[f32], Activation)>,
     ) {
-        let Gemm { m, k, .. } = self.gemm;
+        let Gemm { groups, m, k } = self.gemm;
         let weight_t = self.weight_t.get_or_init(|| pack::transpose_weights(&self.weight, self.gemm));
+        assert!(
+            groups == 1 || matches!(pixels, Pixels::Shifted { .. }),
+            "{}: packed pixels of one group",
+            self.spec.name
+        );
         if let Pixels::Shifted { padded, positions, offsets } = pixels {
             // The farthest read: the farthest pixel's farthest tap.
             let far = positions.iter().max().copied().unwrap_or(0) + offsets.iter().max().copied().unwrap_or(0);
             assert!(far < padded.len(), "{}: a shifted read past the padded copy", self.spec.name);
         }
         let (p_panels, c_panels) = (plane.div_ceil(MR), m.div_ceil(NR));
-        let (bp, bc) = block_sizes(1, (p_panels, c_panels), TRANSPOSED_BLOCK_PANELS);
+        let (bp, bc) = block_sizes(groups, (p_panels, c_panels), TRANSPOSED_BLOCK_PANELS);
         let (p_blocks, c_blocks) = (p_panels.div_ceil(bp), c_panels.div_ceil(bc));
-        (0..p_blocks * c_blocks).into_par_iter().for_each(|task| {
-            let (pp0, cp0) = ((task / c_blocks) * bp, (task % c_blocks) * bc);
+        (0..groups * p_blocks * c_blocks).into_par_iter().for_each(|task| {
+            let (g, rest) = (task / (p_blocks * c_blocks), task % (p_blocks * c_blocks));
+            let (pp0, cp0) = ((rest / c_blocks) * bp, (rest % c_blocks) * bc);
             let (pps, cps) = (bp.min(p_panels - pp0), bc.min(c_panels - cp0));
             let ld = cps * NR;
             with_buffer(&BLOCK, pps * MR * ld, |block| {
                 for (k0, kc) in chunks(k) {
                     // A panel of weights (kc x NR) stays in L1 across the block's pixel panels.
                     for jc in 0..cps {
-                        let b = weight_t[((cp0 + jc) * k + k0) * NR..][..kc * NR].as_ptr();
+                        let b = weight_t[((g * c_panels + cp0 + jc) * k + k0) * NR..][..kc * NR].as_ptr();
                         for ip in 0..pps {
                             let c = &mut block[ip * MR * ld + jc * NR..];
                             assert!(c.len() >= (MR - 1) * ld + NR);
@@ -430,7 +438,7 @@ impl CpuConv {
                                     Pixels::Shifted { padded, positions, offsets } => {
                                         let at = &positions[(pp0 + ip) * MR..][..MR];
                                         let rows = std::array::from_fn(|r| padded.as_ptr().wrapping_add(at[r]));
-                                        let offsets = offsets[k0..][..kc].as_ptr();
+                                        let offsets = offsets[g * k + k0..][..kc].as_ptr();
                                         (kernels.gathered)(kc, &rows, offsets, b, c, ld, accumulate)
                                     }
                                 }
@@ -439,7 +447,7 @@ impl CpuConv {
                     }
                 }
                 let pixels = (pp0 * MR)..(plane.min((pp0 + pps) * MR));
-                let channels = (cp0 * NR)..(m.min((cp0 + cps) * NR));
+                let channels = (g * m + cp0 * NR)..(g * m + m.min((cp0 + cps) * NR));
                 with_simd(TransposedEpilogue { conv: self, block, ld, pixels, channels, plane, residual, dst });
             });
         });
@@ -464,7 +472,8 @@ pub enum InputPath {
     Transposed,
     /// The transposed GEMM for a k x k conv on a small map: each output pixel read from the shifted
     /// views' padded copy, so the copy's extra columns are never computed (7x7 = 49 pixels pad to
-    /// 54, where shifted views compute 64 columns). One group.
+    /// 54, where shifted views compute 64 columns). Grouped convs too, where a group's channels
+    /// fill the NR side better than the MR side (CSPResNeXt's 16 and 32 per group).
     ShiftedTransposed,
     /// What remains with one group (1x1 convs whose rows end mid-panel, strided 1x1 convs): im2col
     /// panels packed once per image.

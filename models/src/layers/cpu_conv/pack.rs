@@ -214,15 +214,18 @@ pub fn pack_block<'a, const W: usize>(
 }
 
 /// The weights as the right-hand side of the transposed GEMM (output channels along the kernel's
-/// NR-wide side): `[panel][k][NR]` from `pack_weights`' `[panel][k][MR]`, one group, zero-padded.
+/// NR-wide side): `[group][panel][k][NR]` from `pack_weights`' `[group][panel][k][MR]`, zero-padded.
 pub fn transpose_weights(packed: &[f32], gemm: Gemm) -> Vec<f32> {
-    let Gemm { m, k, .. } = gemm;
-    let mut out = vec![0f32; m.div_ceil(NR) * k * NR];
-    for row in 0..m {
-        let from = (row / MR) * k * MR + row % MR;
-        let to = (row / NR) * k * NR + row % NR;
-        for p in 0..k {
-            out[to + p * NR] = packed[from + p * MR];
+    let Gemm { groups, m, k } = gemm;
+    let (m_panels, n_panels) = (m.div_ceil(MR), m.div_ceil(NR));
+    let mut out = vec![0f32; groups * n_panels * k * NR];
+    for g in 0..groups {
+        for row in 0..m {
+            let from = ((g * m_panels + row / MR) * k) * MR + row % MR;
+            let to = ((g * n_panels + row / NR) * k) * NR + row % NR;
+            for p in 0..k {
+                out[to + p * NR] = packed[from + p * MR];
+            }
         }
     }
     out
