@@ -131,14 +131,12 @@ check() {
     if ! { "$bin" convert --arch "$arch" --out "$work/$arch.safetensors" >/dev/null &&
       write_input "$work/in-$size.safetensors" 2 "$size" &&
       timeout 300 "$bin" predict --weights "$work/$arch.safetensors" --device cpu \
-        --input "$work/in-$size.safetensors" --output "$work/$arch-cpu.safetensors" &&
-      timeout 300 "$bin" predict --weights "$work/$arch.safetensors" --device cuda \
-        --input "$work/in-$size.safetensors" --output "$work/$arch-cuda.safetensors"; }; then
+        --input "$work/in-$size.safetensors" --output "$work/$arch-cpu.safetensors"; }; then
       echo "$arch: FAIL (a step above failed)" | tee -a "$out/parity.txt"
       failed=1
-    elif ! compare "$TOLERANCE" "$arch" "$work/$arch-cpu.safetensors" "$work/$arch-cuda.safetensors" |
-      tee -a "$out/parity.txt"; then
-      failed=1
+    else
+      gpu_matches_cpu "$arch" "$TOLERANCE" "$work/$arch.safetensors" "$work/in-$size.safetensors" \
+        "$work/$arch-cpu.safetensors" "$work/$arch-cuda.safetensors" "$out" || failed=1
     fi
   done
   local model weights precision dtype tolerance
@@ -154,14 +152,8 @@ check() {
     fi
     for precision in "${HALF_PRECISIONS[@]}"; do
       read -r dtype tolerance <<<"$precision"
-      if ! timeout 300 "$bin" predict --weights "$weights" --device cuda --dtype "$dtype" \
-        --input "$work/in-$size.safetensors" --output "$work/$model-$dtype.safetensors"; then
-        echo "$model ($dtype): FAIL (predict failed)" | tee -a "$out/parity.txt"
-        failed=1
-      elif ! compare "$tolerance" "$model ($dtype)" "$work/$model-cpu.safetensors" "$work/$model-$dtype.safetensors" |
-        tee -a "$out/parity.txt"; then
-        failed=1
-      fi
+      gpu_matches_cpu "$model ($dtype)" "$tolerance" "$weights" "$work/in-$size.safetensors" \
+        "$work/$model-cpu.safetensors" "$work/$model-$dtype.safetensors" "$out" --dtype "$dtype" || failed=1
     done
   done
 
@@ -195,6 +187,18 @@ check() {
     exit 1
   }
   echo "gpu-check: parity passed, benchmarks in $out/bench.jsonl"
+}
+
+# WEIGHTS on cuda:0 (with any further predict flags) on INPUT, against REFERENCE, the CPU's output:
+# a line per tensor into OUT/parity.txt; fails when the prediction or the comparison does.
+gpu_matches_cpu() {
+  local label=$1 tolerance=$2 weights=$3 input=$4 reference=$5 got=$6 out=$7
+  shift 7
+  if ! timeout 300 "$bin" predict --weights "$weights" --device cuda "$@" --input "$input" --output "$got"; then
+    echo "$label: FAIL (predict on cuda failed)" | tee -a "$out/parity.txt"
+    return 1
+  fi
+  compare "$tolerance" "$label" "$reference" "$got" | tee -a "$out/parity.txt"
 }
 
 # The server on cuda:0 with its GPU defaults (batch 32), loaded over REST and gRPC until its
