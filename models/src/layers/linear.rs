@@ -12,10 +12,10 @@ use super::activation::{with_simd, SimdJob};
 const ROWS_PER_TASK: usize = 16;
 
 /// `x w^T + b` for `x` [N, in] and `weight` [out, in]; `None` when the tensors are not f32 on the
-/// CPU (the caller then uses candle's ops).
+/// CPU, or have no inputs (the caller then uses candle's ops).
 pub fn linear_cpu(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Option<Tensor>> {
     let (Ok((n, k)), Ok((m, wk))) = (x.dims2(), weight.dims2()) else { return Ok(None) };
-    if k != wk || bias.is_some_and(|b| b.dims() != [m]) {
+    if k == 0 || k != wk || bias.is_some_and(|b| b.dims() != [m]) {
         return Ok(None);
     }
     let (x, weight) = (x.contiguous()?, weight.contiguous()?);
@@ -36,16 +36,12 @@ pub fn linear_cpu(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<
     let (xd, wd) = (&xd[xl.start_offset()..][..n * k], &wd[wl.start_offset()..][..m * k]);
     // Output features by task, images inner: [m][n], transposed at the end (n * m floats).
     let mut by_feature = vec![0f32; m * n];
-    if k > 0 {
-        by_feature.par_chunks_mut(ROWS_PER_TASK * n).zip(wd.par_chunks(ROWS_PER_TASK * k)).enumerate().for_each(
-            |(task, (out, rows))| {
-                let first = task * ROWS_PER_TASK;
-                with_simd(Dots { rows, xs: xd, k, out, bias: bias.map(|b| &b[first..]) })
-            },
-        );
-    } else if let Some(b) = bias {
-        by_feature.chunks_exact_mut(n).zip(b).for_each(|(out, b)| out.fill(*b));
-    }
+    by_feature.par_chunks_mut(ROWS_PER_TASK * n).zip(wd.par_chunks(ROWS_PER_TASK * k)).enumerate().for_each(
+        |(task, (out, rows))| {
+            let first = task * ROWS_PER_TASK;
+            with_simd(Dots { rows, xs: xd, k, out, bias: bias.map(|b| &b[first..]) })
+        },
+    );
     drop((xs, ws, bs));
     let out: Vec<f32> = (0..n * m).map(|i| by_feature[(i % m) * n + i / m]).collect();
     Ok(Some(Tensor::from_vec(out, (n, m), &Device::Cpu)?))
