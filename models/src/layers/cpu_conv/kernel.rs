@@ -8,8 +8,11 @@
 //! offset from where it lies (`gathered`, transposed).
 //!
 //! 6 x 16 fits AVX2 exactly: 12 accumulators of 8 lanes, two input loads and one broadcast per
-//! step, 15 of the 16 ymm registers. Picked at run time: AVX2 + FMA where the CPU has them, else
-//! the portable loop (which the compiler vectorizes for SSE2 or NEON).
+//! step, 15 of the 16 ymm registers. With AVX-512 a row is one register, so 6 accumulators would
+//! leave the FMA units waiting on each other's results (4 cycles of latency, 2 units): the
+//! reduction's even and odd steps sum into two sets of 6, added at the end. Picked at run time:
+//! AVX-512F, else AVX2 + FMA, where the CPU has them, else the portable loop (which the compiler
+//! vectorizes for SSE2 or NEON).
 
 /// Output rows (weight panel height).
 pub const MR: usize = 6;
@@ -57,26 +60,93 @@ pub type GatheredKernel = unsafe fn(
     accumulate: bool,
 );
 
+/// As [`Kernel`] on two adjacent panels of the right side: an MR x 2 NR block of c, the second
+/// panel's row p at `b + p * ldb + next`.
+///
+/// # Safety
+/// As [`Kernel`], for both panels, and c rows of `2 * NR` floats.
+pub type PairKernel = unsafe fn(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    ldb: usize,
+    next: usize,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+);
+
+/// As [`GatheredKernel`] on two adjacent weight panels, the second at `b + next`: an MR x 2 NR
+/// block of c.
+///
+/// # Safety
+/// As [`GatheredKernel`], for both panels, and c rows of `2 * NR` floats.
+pub type PairGatheredKernel = unsafe fn(
+    kc: usize,
+    rows: &[*const f32; MR],
+    offsets: *const usize,
+    b: *const f32,
+    next: usize,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+);
+
 /// The fastest kernels this CPU runs.
 #[derive(Clone, Copy)]
 pub struct Kernels {
     pub strided: Kernel,
     pub shifted: ShiftedKernel,
     pub gathered: GatheredKernel,
+    /// Kernels for two right-side panels at once, where the CPU has the registers to make that
+    /// pay (AVX-512: 12 accumulators, 2 loads and 6 broadcasts per 12 FMAs, where one panel needs
+    /// 7 loads per 6). The driver takes panels in pairs when it has them, one at a time otherwise.
+    pub pairs: Option<Pairs>,
+}
+
+/// See [`Kernels::pairs`]. `shifted` reads each row's second panel NR floats after its first.
+#[derive(Clone, Copy)]
+pub struct Pairs {
+    pub strided: PairKernel,
+    pub shifted: ShiftedKernel,
+    pub gathered: PairGatheredKernel,
 }
 
 pub fn kernels() -> Kernels {
+    static FASTEST: std::sync::OnceLock<Kernels> = std::sync::OnceLock::new();
+    *FASTEST.get_or_init(|| supported()[0])
+}
+
+/// Every kernel set this CPU runs, fastest first (the last is the portable one).
+pub fn supported() -> Vec<Kernels> {
+    let mut sets = Vec::new();
     #[cfg(target_arch = "x86_64")]
     {
+        if is_x86_feature_detected!("avx512f") {
+            let pairs = Pairs { strided: avx512_pair, shifted: avx512_shifted_pair, gathered: avx512_gathered_pair };
+            sets.push(Kernels {
+                strided: avx512,
+                shifted: avx512_shifted,
+                gathered: avx512_gathered,
+                pairs: Some(pairs),
+            });
+        }
         if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            return Kernels { strided: avx2_fma, shifted: avx2_fma_shifted, gathered: avx2_fma_gathered };
+            sets.push(Kernels {
+                strided: avx2_fma,
+                shifted: avx2_fma_shifted,
+                gathered: avx2_fma_gathered,
+                pairs: None,
+            });
         }
     }
-    PORTABLE
+    sets.push(PORTABLE);
+    sets
 }
 
 /// The reference loops, on any CPU.
-pub const PORTABLE: Kernels = Kernels { strided: portable, shifted: portable_shifted, gathered: portable_gathered };
+pub const PORTABLE: Kernels =
+    Kernels { strided: portable, shifted: portable_shifted, gathered: portable_gathered, pairs: None };
 
 /// The reference loop; also the fallback on CPUs without AVX2 + FMA.
 ///
@@ -223,6 +293,178 @@ unsafe fn avx2_body(
     }
 }
 
+/// # Safety
+/// See [`Kernel`]; the CPU must have AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn avx512(kc: usize, a: *const f32, b: *const f32, ldb: usize, c: *mut f32, ldc: usize, accumulate: bool) {
+    avx512_body(kc, |p, r| a.add(p * MR + r), |p| b.add(p * ldb), c, ldc, accumulate)
+}
+
+/// # Safety
+/// See [`ShiftedKernel`]; the CPU must have AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn avx512_shifted(
+    kc: usize,
+    a: *const f32,
+    base: *const f32,
+    offsets: *const usize,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+) {
+    avx512_body(kc, |p, r| a.add(p * MR + r), |p| base.add(*offsets.add(p)), c, ldc, accumulate)
+}
+
+/// # Safety
+/// See [`GatheredKernel`]; the CPU must have AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn avx512_gathered(
+    kc: usize,
+    rows: &[*const f32; MR],
+    offsets: *const usize,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+) {
+    let rows = *rows;
+    avx512_body(kc, |p, r| rows[r].add(*offsets.add(p)), |p| b.add(p * NR), c, ldc, accumulate)
+}
+
+/// As [`portable_body`], a row of 16 per register: even steps of the reduction into one set of
+/// accumulators, odd steps into another (12 independent FMA chains), summed at the end.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn avx512_body(
+    kc: usize,
+    left: impl Fn(usize, usize) -> *const f32,
+    right: impl Fn(usize) -> *const f32,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+) {
+    use std::arch::x86_64::*;
+    let mut even = [_mm512_setzero_ps(); MR];
+    let mut odd = [_mm512_setzero_ps(); MR];
+    if accumulate {
+        for (r, sum) in even.iter_mut().enumerate() {
+            *sum = _mm512_loadu_ps(c.add(r * ldc));
+        }
+    }
+    let mut p = 0;
+    while p + 1 < kc {
+        let (b0, b1) = (_mm512_loadu_ps(right(p)), _mm512_loadu_ps(right(p + 1)));
+        for r in 0..MR {
+            even[r] = _mm512_fmadd_ps(_mm512_set1_ps(*left(p, r)), b0, even[r]);
+            odd[r] = _mm512_fmadd_ps(_mm512_set1_ps(*left(p + 1, r)), b1, odd[r]);
+        }
+        p += 2;
+    }
+    if p < kc {
+        let b0 = _mm512_loadu_ps(right(p));
+        for (r, sum) in even.iter_mut().enumerate() {
+            *sum = _mm512_fmadd_ps(_mm512_set1_ps(*left(p, r)), b0, *sum);
+        }
+    }
+    for r in 0..MR {
+        _mm512_storeu_ps(c.add(r * ldc), _mm512_add_ps(even[r], odd[r]));
+    }
+}
+
+/// # Safety
+/// See [`PairKernel`]; the CPU must have AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn avx512_pair(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    ldb: usize,
+    next: usize,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+) {
+    avx512_pair_body(kc, |p, r| a.add(p * MR + r), |p| b.add(p * ldb), next, c, ldc, accumulate)
+}
+
+/// # Safety
+/// See [`ShiftedKernel`] and [`Pairs`]; the CPU must have AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn avx512_shifted_pair(
+    kc: usize,
+    a: *const f32,
+    base: *const f32,
+    offsets: *const usize,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+) {
+    avx512_pair_body(kc, |p, r| a.add(p * MR + r), |p| base.add(*offsets.add(p)), NR, c, ldc, accumulate)
+}
+
+/// # Safety
+/// See [`PairGatheredKernel`]; the CPU must have AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn avx512_gathered_pair(
+    kc: usize,
+    rows: &[*const f32; MR],
+    offsets: *const usize,
+    b: *const f32,
+    next: usize,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+) {
+    let rows = *rows;
+    avx512_pair_body(kc, |p, r| rows[r].add(*offsets.add(p)), |p| b.add(p * NR), next, c, ldc, accumulate)
+}
+
+/// Two panels of 16 columns, one register each, per row: 12 accumulators, each broadcast used twice.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn avx512_pair_body(
+    kc: usize,
+    left: impl Fn(usize, usize) -> *const f32,
+    right: impl Fn(usize) -> *const f32,
+    next: usize,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+) {
+    use std::arch::x86_64::*;
+    let mut lo = [_mm512_setzero_ps(); MR];
+    let mut hi = [_mm512_setzero_ps(); MR];
+    if accumulate {
+        for r in 0..MR {
+            lo[r] = _mm512_loadu_ps(c.add(r * ldc));
+            hi[r] = _mm512_loadu_ps(c.add(r * ldc + NR));
+        }
+    }
+    for p in 0..kc {
+        let b = right(p);
+        let (b0, b1) = (_mm512_loadu_ps(b), _mm512_loadu_ps(b.add(next)));
+        for r in 0..MR {
+            let ar = _mm512_set1_ps(*left(p, r));
+            lo[r] = _mm512_fmadd_ps(ar, b0, lo[r]);
+            hi[r] = _mm512_fmadd_ps(ar, b1, hi[r]);
+        }
+    }
+    for r in 0..MR {
+        _mm512_storeu_ps(c.add(r * ldc), lo[r]);
+        _mm512_storeu_ps(c.add(r * ldc + NR), hi[r]);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,12 +477,12 @@ mod tests {
         let ldb = NR + 5;
         let b: Vec<f32> = (0..kc * ldb).map(|i| ((i * 5 % 11) as f32 - 5.0) / 4.0).collect();
         let ldc = NR + 3;
-        for accumulate in [false, true] {
+        for (kernels, accumulate) in supported().into_iter().flat_map(|k| [(k, false), (k, true)]) {
             let start: Vec<f32> = (0..MR * ldc).map(|i| i as f32).collect();
             let (mut ours, mut reference) = (start.clone(), start.clone());
             // SAFETY: the buffers have the sizes the kernel contract asks for.
             unsafe {
-                (kernels().strided)(kc, a.as_ptr(), b.as_ptr(), ldb, ours.as_mut_ptr(), ldc, accumulate);
+                (kernels.strided)(kc, a.as_ptr(), b.as_ptr(), ldb, ours.as_mut_ptr(), ldc, accumulate);
                 portable(kc, a.as_ptr(), b.as_ptr(), ldb, reference.as_mut_ptr(), ldc, accumulate);
             }
             for r in 0..MR {
@@ -269,9 +511,7 @@ mod tests {
         let offsets: Vec<usize> = (0..kc).map(|p| (p * 61) % 190).collect();
         let rows: [*const f32; MR] = starts.map(|s| x[s..].as_ptr());
         let ldc = NR + 2;
-        for kernels in
-            [kernels(), Kernels { strided: portable, shifted: portable_shifted, gathered: portable_gathered }]
-        {
+        for kernels in supported() {
             for accumulate in [false, true] {
                 let mut ours: Vec<f32> = (0..MR * ldc).map(|i| i as f32).collect();
                 let start = ours.clone();
@@ -303,9 +543,7 @@ mod tests {
         // Rows in no particular order, overlapping, as shifted views of one plane are.
         let offsets: Vec<usize> = (0..kc).map(|p| (p * 37) % 200).collect();
         let gathered: Vec<f32> = offsets.iter().flat_map(|&o| b[o..o + NR].to_vec()).collect();
-        for kernels in
-            [kernels(), Kernels { strided: portable, shifted: portable_shifted, gathered: portable_gathered }]
-        {
+        for kernels in supported() {
             let (mut ours, mut reference) = (vec![0f32; MR * ldc], vec![0f32; MR * ldc]);
             // SAFETY: every offset leaves NR floats in b; the other buffers fit the contract.
             unsafe {
@@ -314,6 +552,47 @@ mod tests {
             }
             for (x, y) in ours.iter().zip(&reference) {
                 assert!((x - y).abs() <= 1e-4 * y.abs().max(1.0), "{x} vs {y}");
+            }
+        }
+    }
+
+    #[test]
+    fn pair_kernels_compute_two_panels_as_the_portable_kernel_does_one_at_a_time() {
+        let (ldc, next) = (2 * NR + 3, 40 * NR + 7);
+        let x: Vec<f32> = (0..64 * (2 * NR + 1) + next + 2 * NR).map(|i| ((i * 7 % 17) as f32 - 8.0) / 4.0).collect();
+        let offsets: Vec<usize> = (0..64).map(|p| (p * 61) % 390).collect();
+        let starts = [0usize, 3, 4, 40, 41, 97];
+        let rows: [*const f32; MR] = starts.map(|s| x[s..].as_ptr());
+        let a: Vec<f32> = (0..64 * MR).map(|i| ((i * 3 % 7) as f32 - 3.0) / 2.0).collect();
+        let pairs: Vec<Pairs> = supported().into_iter().filter_map(|k| k.pairs).collect();
+        // Odd and even lengths, one step, and rows read at a stride wider than two panels.
+        for (kc, accumulate) in [(1, false), (2, true), (37, false), (64, true)] {
+            let start: Vec<f32> = (0..MR * ldc).map(|i| i as f32 / 8.0).collect();
+            let mut want = [start.clone(), start.clone(), start.clone()];
+            // SAFETY: every read stays inside x and a; c has MR rows of ldc >= 2 NR.
+            unsafe {
+                for half in 0..2 {
+                    let (c, second) = (want[0].as_mut_ptr().add(half * NR), half * next);
+                    portable(kc, a.as_ptr(), x.as_ptr().add(second), 2 * NR + 1, c, ldc, accumulate);
+                    let c = want[1].as_mut_ptr().add(half * NR);
+                    portable_shifted(kc, a.as_ptr(), x.as_ptr().add(half * NR), offsets.as_ptr(), c, ldc, accumulate);
+                    let c = want[2].as_mut_ptr().add(half * NR);
+                    portable_gathered(kc, &rows, offsets.as_ptr(), x.as_ptr().add(second), c, ldc, accumulate);
+                }
+            }
+            for p in &pairs {
+                let mut got = [start.clone(), start.clone(), start.clone()];
+                // SAFETY: as above.
+                unsafe {
+                    (p.strided)(kc, a.as_ptr(), x.as_ptr(), 2 * NR + 1, next, got[0].as_mut_ptr(), ldc, accumulate);
+                    (p.shifted)(kc, a.as_ptr(), x.as_ptr(), offsets.as_ptr(), got[1].as_mut_ptr(), ldc, accumulate);
+                    (p.gathered)(kc, &rows, offsets.as_ptr(), x.as_ptr(), next, got[2].as_mut_ptr(), ldc, accumulate);
+                }
+                for (kernel, (got, want)) in got.iter().zip(&want).enumerate() {
+                    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+                        assert!((g - w).abs() <= 1e-4 * w.abs().max(1.0), "kernel {kernel} kc {kc} at {i}: {g} vs {w}");
+                    }
+                }
             }
         }
     }

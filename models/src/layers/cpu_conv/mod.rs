@@ -123,6 +123,38 @@ impl CpuConv {
     /// plus `residual` when given: `residual.activation(activation(conv + bias) + residual)`. So a
     /// concat feeding a conv is never written, and a residual add costs no pass of its own.
     pub fn run_fused(&self, inputs: &[Planes], n: usize, h: usize, w: usize, residual: Option<&Residual>) -> Vec<f32> {
+        let t0 = std::time::Instant::now();
+        let out = self.run_fused_inner(inputs, n, h, w, residual);
+        if std::env::var_os("CSP_PROFILE").is_some() {
+            let dt = t0.elapsed().as_secs_f64();
+            let g = self.geometry(h, w);
+            let flops = 2.0 * (n * self.spec.out_channels * g.oh * g.ow * self.gemm.k) as f64;
+            eprintln!(
+                "PROF\t{}\t{:?}\t{}x{}\t{}->{}\tk{}s{}g{}\t{:.3}\t{:.1}",
+                self.spec.name,
+                self.input_path(h, w),
+                h,
+                w,
+                self.spec.in_channels,
+                self.spec.out_channels,
+                self.spec.kernel,
+                self.spec.stride,
+                self.spec.groups,
+                dt * 1e3,
+                flops / dt / 1e9
+            );
+        }
+        out
+    }
+
+    fn run_fused_inner(
+        &self,
+        inputs: &[Planes],
+        n: usize,
+        h: usize,
+        w: usize,
+        residual: Option<&Residual>,
+    ) -> Vec<f32> {
         let s = &self.spec;
         assert_eq!(inputs.iter().map(|p| p.channels).sum::<usize>(), s.in_channels, "{}: input channels", s.name);
         let geometry = self.geometry(h, w);
@@ -333,46 +365,65 @@ impl CpuConv {
                                 panels,
                             );
                         }
-                        for jp in 0..nps {
+                        let mut jp = 0;
+                        while jp < nps {
+                            // Two panels at a time where the kernels take pairs (see `Kernels::pairs`).
+                            let pairs = kernels.pairs.filter(|_| jp + 1 < nps);
+                            let width = if pairs.is_some() { 2 } else { 1 };
                             let col = (np0 + jp) * NR;
-                            if let (true, Rhs::Shifted { padded, offsets }) = (streaming && jp + 1 < nps, rhs) {
+                            if let (true, Rhs::Shifted { padded, offsets }) = (streaming && jp + width < nps, rhs) {
                                 for &o in &offsets[g * k + k0..][..kc] {
-                                    prefetch(padded.as_ptr().wrapping_add(o + col + NR));
+                                    for next in 0..width {
+                                        prefetch(padded.as_ptr().wrapping_add(o + col + (width + next) * NR));
+                                    }
                                 }
                             }
                             for ip in 0..mps {
                                 let a = &self.weight[((g * m_panels + mp0 + ip) * k + k0) * MR..][..kc * MR];
                                 let c = &mut block[ip * MR * ld + jp * NR..];
-                                assert!(c.len() >= (MR - 1) * ld + NR);
+                                assert!(c.len() >= (MR - 1) * ld + width * NR);
                                 let (a, c) = (a.as_ptr(), c.as_mut_ptr());
-                                // SAFETY: a holds kc panel rows and c the MR x NR corner at stride
-                                // ld (the slices and the assert above; block is this task's). The b
-                                // rows are checked below, per layout.
+                                // SAFETY: a holds kc panel rows and c the MR x (width NR) corner at
+                                // stride ld (the slices and the assert above; block is this task's).
+                                // The b rows of every panel are checked below, per layout.
                                 unsafe {
                                     match rhs {
                                         Rhs::Packed(packed) => {
-                                            let b = &packed[((np0 + jp) * k + k0) * NR..][..kc * NR];
-                                            (kernels.strided)(kc, a, b.as_ptr(), NR, c, ld, k0 > 0)
+                                            let b =
+                                                &packed[((np0 + jp) * k + k0) * NR..][..(width - 1) * k * NR + kc * NR];
+                                            match pairs {
+                                                Some(p) => (p.strided)(kc, a, b.as_ptr(), NR, k * NR, c, ld, k0 > 0),
+                                                None => (kernels.strided)(kc, a, b.as_ptr(), NR, c, ld, k0 > 0),
+                                            }
                                         }
                                         Rhs::Image { .. } => {
-                                            let b = &panels[jp * kc * NR..][..kc * NR];
-                                            (kernels.strided)(kc, a, b.as_ptr(), NR, c, ld, k0 > 0)
+                                            let b = &panels[jp * kc * NR..][..width * kc * NR];
+                                            match pairs {
+                                                Some(p) => (p.strided)(kc, a, b.as_ptr(), NR, kc * NR, c, ld, k0 > 0),
+                                                None => (kernels.strided)(kc, a, b.as_ptr(), NR, c, ld, k0 > 0),
+                                            }
                                         }
                                         Rhs::Rows(runs) => {
                                             let (first, data) = runs[run];
                                             let stride = columns.count;
-                                            let b = &data[(k0 - first) * stride + col..][..(kc - 1) * stride + NR];
-                                            (kernels.strided)(kc, a, b.as_ptr(), stride, c, ld, k0 > 0)
+                                            let b =
+                                                &data[(k0 - first) * stride + col..][..(kc - 1) * stride + width * NR];
+                                            match pairs {
+                                                Some(p) => (p.strided)(kc, a, b.as_ptr(), stride, NR, c, ld, k0 > 0),
+                                                None => (kernels.strided)(kc, a, b.as_ptr(), stride, c, ld, k0 > 0),
+                                            }
                                         }
                                         Rhs::Shifted { padded, offsets } => {
                                             let offsets = &offsets[g * k + k0..][..kc];
                                             let base = &padded[col..];
-                                            assert!(far[g * chunks.len() + chunk] + NR <= base.len());
-                                            (kernels.shifted)(kc, a, base.as_ptr(), offsets.as_ptr(), c, ld, k0 > 0)
+                                            assert!(far[g * chunks.len() + chunk] + width * NR <= base.len());
+                                            let shifted = pairs.map_or(kernels.shifted, |p| p.shifted);
+                                            shifted(kc, a, base.as_ptr(), offsets.as_ptr(), c, ld, k0 > 0)
                                         }
                                     }
                                 };
                             }
+                            jp += width;
                         }
                     }
                 });
@@ -420,30 +471,44 @@ impl CpuConv {
             with_buffer(&BLOCK, pps * MR * ld, |block| {
                 for (k0, kc) in chunks(k) {
                     // A panel of weights (kc x NR) stays in L1 across the block's pixel panels.
-                    for jc in 0..cps {
-                        let b = weight_t[((g * c_panels + cp0 + jc) * k + k0) * NR..][..kc * NR].as_ptr();
+                    let mut jc = 0;
+                    while jc < cps {
+                        // Two channel panels at a time where the kernels take pairs.
+                        let pairs = kernels.pairs.filter(|_| jc + 1 < cps);
+                        let width = if pairs.is_some() { 2 } else { 1 };
+                        let b =
+                            &weight_t[((g * c_panels + cp0 + jc) * k + k0) * NR..][..(width - 1) * k * NR + kc * NR];
+                        let b = b.as_ptr();
                         for ip in 0..pps {
                             let c = &mut block[ip * MR * ld + jc * NR..];
-                            assert!(c.len() >= (MR - 1) * ld + NR);
+                            assert!(c.len() >= (MR - 1) * ld + width * NR);
                             let (c, accumulate) = (c.as_mut_ptr(), k0 > 0);
-                            // SAFETY: b holds kc rows of NR and c the MR x NR corner at stride ld (the
-                            // slices and the assert; block is this task's); a holds kc panel rows
-                            // (the slice), and shifted reads stay in `padded` (asserted above).
+                            // SAFETY: b holds kc rows of NR for each of the width panels and c the
+                            // MR x (width NR) corner at stride ld (the slices and the assert; block
+                            // is this task's); a holds kc panel rows (the slice), and shifted reads
+                            // stay in `padded` (asserted above).
                             unsafe {
-                                match pixels {
-                                    Pixels::Packed(packed) => {
+                                match (pixels, pairs) {
+                                    (Pixels::Packed(packed), _) => {
                                         let a = &packed[((pp0 + ip) * k + k0) * MR..][..kc * MR];
-                                        (kernels.strided)(kc, a.as_ptr(), b, NR, c, ld, accumulate)
+                                        match pairs {
+                                            Some(p) => (p.strided)(kc, a.as_ptr(), b, NR, k * NR, c, ld, accumulate),
+                                            None => (kernels.strided)(kc, a.as_ptr(), b, NR, c, ld, accumulate),
+                                        }
                                     }
-                                    Pixels::Shifted { padded, positions, offsets } => {
+                                    (Pixels::Shifted { padded, positions, offsets }, pairs) => {
                                         let at = &positions[(pp0 + ip) * MR..][..MR];
                                         let rows = std::array::from_fn(|r| padded.as_ptr().wrapping_add(at[r]));
                                         let offsets = offsets[g * k + k0..][..kc].as_ptr();
-                                        (kernels.gathered)(kc, &rows, offsets, b, c, ld, accumulate)
+                                        match pairs {
+                                            Some(p) => (p.gathered)(kc, &rows, offsets, b, k * NR, c, ld, accumulate),
+                                            None => (kernels.gathered)(kc, &rows, offsets, b, c, ld, accumulate),
+                                        }
                                     }
                                 }
                             };
                         }
+                        jc += width;
                     }
                 }
                 let pixels = (pp0 * MR)..(plane.min((pp0 + pps) * MR));
