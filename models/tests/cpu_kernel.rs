@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 
 use candle_core::{Device, Module, Tensor};
 use candle_nn::VarBuilder;
-use csp_models::layers::{Activation, ConvLayer, ConvSpec, InputPath};
+use csp_models::layers::{Activation, ConvLayer, ConvSpec, InputPath, Isa};
 use csp_models::model::Engine;
 use csp_models::weights::random::random_model;
 
@@ -138,6 +138,9 @@ fn single_layers_match_candle() {
     cases.push(Case { h: 5, w: 7, ..case(6, 32, 5, 1, 3, 1) });
     cases.push(Case { h: 5, w: 7, ..case(16, 32, 3, 1, 1, 1) });
     cases.push(Case { n: 2, h: 7, w: 9, ..case(40, 48, 3, 1, 1, 1) });
+    // Enough output channels for blocks of several channel panels (taken in pairs by the AVX-512
+    // kernels), over two chunks of the reduction.
+    cases.push(Case { h: 7, w: 7, ..case(32, 256, 3, 1, 1, 1) });
     // Grouped ones as well (CSPResNeXt's late stages, 16 and 32 channels per group): 32 per group
     // at 7x7, 16 per group over an output that ends mid-panel, strided, and a batch whose groups
     // reduce over more than one chunk (35 channels x 9 taps per group).
@@ -147,11 +150,15 @@ fn single_layers_match_candle() {
     cases.push(Case { n: 2, h: 6, w: 6, ..case(70, 64, 3, 1, 1, 2) });
     let mut paths = HashSet::new();
     let mut grouped_transposed = false;
-    for (i, c) in cases.iter().enumerate() {
+    // Every instruction set this CPU runs (AVX-512 kernels take panels in pairs, and read 1x1
+    // inputs packed where the others read them in place).
+    for (i, c, isa) in
+        cases.iter().enumerate().flat_map(|(i, c)| Isa::supported().into_iter().map(move |isa| (i, c, isa)))
+    {
         for (j, activation) in ACTIVATIONS.iter().enumerate() {
             let seed = (i * 10 + j) as u64;
             let reference = layer(c, *activation, seed);
-            let fast = reference.with_cpu_kernel(true).unwrap();
+            let fast = reference.with_cpu_kernel(true).unwrap().with_cpu_isa(isa).unwrap();
             assert!(fast.uses_cpu_kernel() && !reference.uses_cpu_kernel());
             let path = fast.input_path(c.h, c.w).unwrap();
             paths.insert(path);
@@ -162,7 +169,7 @@ fn single_layers_match_candle() {
             let got = fast.forward(&x).unwrap();
             let diff = relative_diff(&got, &want);
             let what = format!(
-                "cin {} cout {} k {} stride {} pad {} groups {} {}x{}x{} {activation:?}",
+                "{isa:?}: cin {} cout {} k {} stride {} pad {} groups {} {}x{}x{} {activation:?}",
                 c.cin, c.cout, c.kernel, c.stride, c.padding, c.groups, c.n, c.h, c.w
             );
             assert!(diff <= TOLERANCE, "{what}: relative difference {diff:e}");

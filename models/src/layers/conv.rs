@@ -9,7 +9,7 @@ use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
-use super::{Activation, CpuConv, InputPath};
+use super::{Activation, CpuConv, InputPath, Isa};
 
 /// Batch-norm epsilon of darknet and PyTorch alike.
 pub const BN_EPS: f64 = 1e-5;
@@ -174,6 +174,13 @@ impl ConvLayer {
             bn,
             cpu: None,
         })
+    }
+
+    /// This layer on the fused CPU kernel's `isa` kernels (see [`Isa`]); None without the fused
+    /// kernel or where the CPU lacks the instructions.
+    pub fn with_cpu_isa(&self, isa: Isa) -> Option<Self> {
+        let cpu = self.cpu.as_ref()?.with_isa(isa)?;
+        Some(ConvLayer { cpu: Some(Arc::new(cpu)), ..self.clone() })
     }
 
     /// How the fast CPU kernel feeds an `h x w` input to its GEMM; None without the kernel.

@@ -92,8 +92,8 @@ pub type PairGatheredKernel = unsafe fn(
     accumulate: bool,
 );
 
-/// The fastest kernels this CPU runs.
-#[derive(Clone, Copy)]
+/// One instruction set's kernels (see [`Isa`]).
+#[derive(Clone, Copy, Debug)]
 pub struct Kernels {
     pub strided: Kernel,
     pub shifted: ShiftedKernel,
@@ -105,43 +105,71 @@ pub struct Kernels {
 }
 
 /// See [`Kernels::pairs`]. `shifted` reads each row's second panel NR floats after its first.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 pub struct Pairs {
     pub strided: PairKernel,
     pub shifted: ShiftedKernel,
     pub gathered: PairGatheredKernel,
 }
 
-pub fn kernels() -> Kernels {
-    static FASTEST: std::sync::OnceLock<Kernels> = std::sync::OnceLock::new();
-    *FASTEST.get_or_init(|| supported()[0])
+/// The instruction sets the kernels are written for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Isa {
+    /// AVX-512F: a row of 16 per register, panels in pairs.
+    Avx512,
+    /// AVX2 + FMA: a row of 16 in two registers.
+    Avx2,
+    /// Plain Rust, vectorized by the compiler for the baseline target (SSE2, NEON).
+    Portable,
 }
 
-/// Every kernel set this CPU runs, fastest first (the last is the portable one).
-pub fn supported() -> Vec<Kernels> {
-    let mut sets = Vec::new();
-    #[cfg(target_arch = "x86_64")]
-    {
-        if is_x86_feature_detected!("avx512f") {
-            let pairs = Pairs { strided: avx512_pair, shifted: avx512_shifted_pair, gathered: avx512_gathered_pair };
-            sets.push(Kernels {
+impl Isa {
+    /// Those this CPU runs, fastest first; `Portable` always, last.
+    pub fn supported() -> Vec<Isa> {
+        let mut sets = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx512f") {
+                sets.push(Isa::Avx512);
+            }
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                sets.push(Isa::Avx2);
+            }
+        }
+        sets.push(Isa::Portable);
+        sets
+    }
+
+    /// The fastest this CPU runs (checked once).
+    pub fn fastest() -> Isa {
+        static FASTEST: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
+        *FASTEST.get_or_init(|| Isa::supported()[0])
+    }
+
+    /// This set's kernels; None where the CPU lacks the instructions.
+    pub fn kernels(self) -> Option<Kernels> {
+        if !Isa::supported().contains(&self) {
+            return None;
+        }
+        Some(match self {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => Kernels {
                 strided: avx512,
                 shifted: avx512_shifted,
                 gathered: avx512_gathered,
-                pairs: Some(pairs),
-            });
-        }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            sets.push(Kernels {
-                strided: avx2_fma,
-                shifted: avx2_fma_shifted,
-                gathered: avx2_fma_gathered,
-                pairs: None,
-            });
-        }
+                pairs: Some(Pairs {
+                    strided: avx512_pair,
+                    shifted: avx512_shifted_pair,
+                    gathered: avx512_gathered_pair,
+                }),
+            },
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => {
+                Kernels { strided: avx2_fma, shifted: avx2_fma_shifted, gathered: avx2_fma_gathered, pairs: None }
+            }
+            _ => PORTABLE,
+        })
     }
-    sets.push(PORTABLE);
-    sets
 }
 
 /// The reference loops, on any CPU.
@@ -469,6 +497,10 @@ unsafe fn avx512_pair_body(
 mod tests {
     use super::*;
 
+    fn all() -> Vec<Kernels> {
+        Isa::supported().into_iter().filter_map(Isa::kernels).collect()
+    }
+
     #[test]
     fn the_dispatched_kernel_matches_the_portable_one() {
         let kc = 37;
@@ -477,7 +509,7 @@ mod tests {
         let ldb = NR + 5;
         let b: Vec<f32> = (0..kc * ldb).map(|i| ((i * 5 % 11) as f32 - 5.0) / 4.0).collect();
         let ldc = NR + 3;
-        for (kernels, accumulate) in supported().into_iter().flat_map(|k| [(k, false), (k, true)]) {
+        for (kernels, accumulate) in all().into_iter().flat_map(|k| [(k, false), (k, true)]) {
             let start: Vec<f32> = (0..MR * ldc).map(|i| i as f32).collect();
             let (mut ours, mut reference) = (start.clone(), start.clone());
             // SAFETY: the buffers have the sizes the kernel contract asks for.
@@ -511,7 +543,7 @@ mod tests {
         let offsets: Vec<usize> = (0..kc).map(|p| (p * 61) % 190).collect();
         let rows: [*const f32; MR] = starts.map(|s| x[s..].as_ptr());
         let ldc = NR + 2;
-        for kernels in supported() {
+        for kernels in all() {
             for accumulate in [false, true] {
                 let mut ours: Vec<f32> = (0..MR * ldc).map(|i| i as f32).collect();
                 let start = ours.clone();
@@ -543,7 +575,7 @@ mod tests {
         // Rows in no particular order, overlapping, as shifted views of one plane are.
         let offsets: Vec<usize> = (0..kc).map(|p| (p * 37) % 200).collect();
         let gathered: Vec<f32> = offsets.iter().flat_map(|&o| b[o..o + NR].to_vec()).collect();
-        for kernels in supported() {
+        for kernels in all() {
             let (mut ours, mut reference) = (vec![0f32; MR * ldc], vec![0f32; MR * ldc]);
             // SAFETY: every offset leaves NR floats in b; the other buffers fit the contract.
             unsafe {
@@ -564,7 +596,7 @@ mod tests {
         let starts = [0usize, 3, 4, 40, 41, 97];
         let rows: [*const f32; MR] = starts.map(|s| x[s..].as_ptr());
         let a: Vec<f32> = (0..64 * MR).map(|i| ((i * 3 % 7) as f32 - 3.0) / 2.0).collect();
-        let pairs: Vec<Pairs> = supported().into_iter().filter_map(|k| k.pairs).collect();
+        let pairs: Vec<Pairs> = all().into_iter().filter_map(|k| k.pairs).collect();
         // Odd and even lengths, one step, and rows read at a stride wider than two panels.
         for (kc, accumulate) in [(1, false), (2, true), (37, false), (64, true)] {
             let start: Vec<f32> = (0..MR * ldc).map(|i| i as f32 / 8.0).collect();
