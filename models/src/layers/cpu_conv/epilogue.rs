@@ -1,6 +1,6 @@
 //! A block's epilogue: bias, activation and the residual applied to its sums, each result written
-//! to its output position. Run through `with_simd`, so these loops are compiled for AVX2 where the
-//! CPU has it: everything here is `#[inline(always)]` for that reason (see `SimdJob`).
+//! to its output position. Run through `with_simd`, so these loops are compiled for AVX-512 or AVX2
+//! where the CPU has them: everything here is `#[inline(always)]` for that reason (see `SimdJob`).
 
 use std::ops::Range;
 
