@@ -476,10 +476,10 @@ impl CpuConv {
             let far = positions.iter().max().copied().unwrap_or(0) + offsets.iter().max().copied().unwrap_or(0);
             assert!(far < padded.len(), "{}: a shifted read past the padded copy", self.spec.name);
         }
+        let (p_panels, c_panels) = (plane.div_ceil(MR), m.div_ceil(NR));
         // The weight panels of one step stay at 16 KiB (KC rows of NR, or half as many of a pair):
         // with pairs, full-length chunks ran 4-16% slower on single 3x3 and 1x1 layers at 7 to 28.
-        let longest = if kernels.pairs.is_some() { KC / 2 } else { KC };
-        let (p_panels, c_panels) = (plane.div_ceil(MR), m.div_ceil(NR));
+        let longest = if kernels.pairs.is_some() && c_panels > 1 { KC / 2 } else { KC };
         let (bp, bc) = block_sizes(groups, (p_panels, c_panels), TRANSPOSED_BLOCK_PANELS);
         let (p_blocks, c_blocks) = (p_panels.div_ceil(bp), c_panels.div_ceil(bc));
         (0..groups * p_blocks * c_blocks).into_par_iter().for_each(|task| {
