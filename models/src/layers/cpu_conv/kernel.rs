@@ -176,41 +176,61 @@ impl Isa {
 pub const PORTABLE: Kernels =
     Kernels { strided: portable, shifted: portable_shifted, gathered: portable_gathered, pairs: None };
 
-/// The reference loop; also the fallback on CPUs without AVX2 + FMA.
-///
-/// # Safety
-/// See [`Kernel`].
-pub unsafe fn portable(kc: usize, a: *const f32, b: *const f32, ldb: usize, c: *mut f32, ldc: usize, accumulate: bool) {
-    portable_body(kc, |p, r| a.add(p * MR + r), |p| b.add(p * ldb), c, ldc, accumulate)
+/// The three entry points of one kernel body, `$body(kc, left, right, c, ldc, accumulate)`: they
+/// differ only in where step p's rows are, and each is compiled with the attributes given (the
+/// target features of its body).
+macro_rules! entry_points {
+    ($(#[$attr:meta])* $vis:vis $body:ident: $strided:ident, $shifted:ident, $gathered:ident) => {
+        /// # Safety
+        /// See [`Kernel`]; the CPU must have the target features this is compiled with.
+        $(#[$attr])*
+        $vis unsafe fn $strided(
+            kc: usize,
+            a: *const f32,
+            b: *const f32,
+            ldb: usize,
+            c: *mut f32,
+            ldc: usize,
+            accumulate: bool,
+        ) {
+            $body(kc, |p, r| a.add(p * MR + r), |p| b.add(p * ldb), c, ldc, accumulate)
+        }
+
+        /// # Safety
+        /// See [`ShiftedKernel`]; the CPU must have the target features this is compiled with.
+        $(#[$attr])*
+        $vis unsafe fn $shifted(
+            kc: usize,
+            a: *const f32,
+            base: *const f32,
+            offsets: *const usize,
+            c: *mut f32,
+            ldc: usize,
+            accumulate: bool,
+        ) {
+            $body(kc, |p, r| a.add(p * MR + r), |p| base.add(*offsets.add(p)), c, ldc, accumulate)
+        }
+
+        /// # Safety
+        /// See [`GatheredKernel`]; the CPU must have the target features this is compiled with.
+        $(#[$attr])*
+        $vis unsafe fn $gathered(
+            kc: usize,
+            rows: &[*const f32; MR],
+            offsets: *const usize,
+            b: *const f32,
+            c: *mut f32,
+            ldc: usize,
+            accumulate: bool,
+        ) {
+            let rows = *rows;
+            $body(kc, |p, r| rows[r].add(*offsets.add(p)), |p| b.add(p * NR), c, ldc, accumulate)
+        }
+    };
 }
 
-/// # Safety
-/// See [`ShiftedKernel`].
-pub unsafe fn portable_shifted(
-    kc: usize,
-    a: *const f32,
-    base: *const f32,
-    offsets: *const usize,
-    c: *mut f32,
-    ldc: usize,
-    accumulate: bool,
-) {
-    portable_body(kc, |p, r| a.add(p * MR + r), |p| base.add(*offsets.add(p)), c, ldc, accumulate)
-}
-
-/// # Safety
-/// See [`GatheredKernel`].
-pub unsafe fn portable_gathered(
-    kc: usize,
-    rows: &[*const f32; MR],
-    offsets: *const usize,
-    b: *const f32,
-    c: *mut f32,
-    ldc: usize,
-    accumulate: bool,
-) {
-    portable_body(kc, |p, r| rows[r].add(*offsets.add(p)), |p| b.add(p * NR), c, ldc, accumulate)
-}
+// The reference loops, also the fallback on CPUs without AVX2 + FMA.
+entry_points!(pub portable_body: portable, portable_shifted, portable_gathered);
 
 /// Every kernel's loop: step p multiplies the MR values at `left(p, r)` by the NR at `right(p)`.
 #[inline(always)]
@@ -242,46 +262,11 @@ unsafe fn portable_body(
     }
 }
 
-/// # Safety
-/// See [`Kernel`]; the CPU must have AVX2 and FMA.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn avx2_fma(kc: usize, a: *const f32, b: *const f32, ldb: usize, c: *mut f32, ldc: usize, accumulate: bool) {
-    avx2_body(kc, |p, r| a.add(p * MR + r), |p| b.add(p * ldb), c, ldc, accumulate)
-}
-
-/// # Safety
-/// See [`ShiftedKernel`]; the CPU must have AVX2 and FMA.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn avx2_fma_shifted(
-    kc: usize,
-    a: *const f32,
-    base: *const f32,
-    offsets: *const usize,
-    c: *mut f32,
-    ldc: usize,
-    accumulate: bool,
-) {
-    avx2_body(kc, |p, r| a.add(p * MR + r), |p| base.add(*offsets.add(p)), c, ldc, accumulate)
-}
-
-/// # Safety
-/// See [`GatheredKernel`]; the CPU must have AVX2 and FMA.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn avx2_fma_gathered(
-    kc: usize,
-    rows: &[*const f32; MR],
-    offsets: *const usize,
-    b: *const f32,
-    c: *mut f32,
-    ldc: usize,
-    accumulate: bool,
-) {
-    let rows = *rows;
-    avx2_body(kc, |p, r| rows[r].add(*offsets.add(p)), |p| b.add(p * NR), c, ldc, accumulate)
-}
+entry_points!(
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    avx2_body: avx2_fma, avx2_fma_shifted, avx2_fma_gathered
+);
 
 /// As [`portable_body`], 8 lanes at a time: 12 accumulators, two loads of the right side and one
 /// broadcast of the left per row.
@@ -321,46 +306,11 @@ unsafe fn avx2_body(
     }
 }
 
-/// # Safety
-/// See [`Kernel`]; the CPU must have AVX-512F.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn avx512(kc: usize, a: *const f32, b: *const f32, ldb: usize, c: *mut f32, ldc: usize, accumulate: bool) {
-    avx512_body(kc, |p, r| a.add(p * MR + r), |p| b.add(p * ldb), c, ldc, accumulate)
-}
-
-/// # Safety
-/// See [`ShiftedKernel`]; the CPU must have AVX-512F.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn avx512_shifted(
-    kc: usize,
-    a: *const f32,
-    base: *const f32,
-    offsets: *const usize,
-    c: *mut f32,
-    ldc: usize,
-    accumulate: bool,
-) {
-    avx512_body(kc, |p, r| a.add(p * MR + r), |p| base.add(*offsets.add(p)), c, ldc, accumulate)
-}
-
-/// # Safety
-/// See [`GatheredKernel`]; the CPU must have AVX-512F.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn avx512_gathered(
-    kc: usize,
-    rows: &[*const f32; MR],
-    offsets: *const usize,
-    b: *const f32,
-    c: *mut f32,
-    ldc: usize,
-    accumulate: bool,
-) {
-    let rows = *rows;
-    avx512_body(kc, |p, r| rows[r].add(*offsets.add(p)), |p| b.add(p * NR), c, ldc, accumulate)
-}
+entry_points!(
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    avx512_body: avx512, avx512_shifted, avx512_gathered
+);
 
 /// As [`portable_body`], a row of 16 per register: even steps of the reduction into one set of
 /// accumulators, odd steps into another (12 independent FMA chains), summed at the end.
