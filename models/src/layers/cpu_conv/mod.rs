@@ -65,7 +65,6 @@ pub struct CpuConv {
     weight_t: OnceLock<Vec<f32>>,
     bias: Vec<f32>,
     /// The micro-kernels (the fastest this CPU runs, unless `with_isa` chose others).
-    isa: Isa,
     kernels: Kernels,
 }
 
@@ -116,20 +115,13 @@ impl CpuConv {
         assert_eq!(weight.len(), gemm.groups * gemm.m * gemm.k, "{}: weight size", spec.name);
         assert_eq!(bias.len(), spec.out_channels, "{}: bias size", spec.name);
         let weight = pack::pack_weights(&weight, gemm);
-        let isa = Isa::fastest();
-        let kernels = isa.kernels().expect("the fastest supported set");
-        CpuConv { spec, gemm, weight, weight_t: OnceLock::new(), bias, isa, kernels }
+        let kernels = Isa::fastest().kernels().expect("the fastest supported set");
+        CpuConv { spec, gemm, weight, weight_t: OnceLock::new(), bias, kernels }
     }
 
     /// This conv on the kernels for `isa` (tests and comparisons); None where the CPU lacks it.
     pub fn with_isa(&self, isa: Isa) -> Option<Self> {
-        let kernels = isa.kernels()?;
-        Some(CpuConv { isa, kernels, ..self.clone() })
-    }
-
-    /// The instruction set of the kernels this conv runs.
-    pub fn isa(&self) -> Isa {
-        self.isa
+        Some(CpuConv { kernels: isa.kernels()?, ..self.clone() })
     }
 
     /// The output for one contiguous NCHW input.
@@ -142,38 +134,6 @@ impl CpuConv {
     /// plus `residual` when given: `residual.activation(activation(conv + bias) + residual)`. So a
     /// concat feeding a conv is never written, and a residual add costs no pass of its own.
     pub fn run_fused(&self, inputs: &[Planes], n: usize, h: usize, w: usize, residual: Option<&Residual>) -> Vec<f32> {
-        let t0 = std::time::Instant::now();
-        let out = self.run_fused_inner(inputs, n, h, w, residual);
-        if std::env::var_os("CSP_PROFILE").is_some() {
-            let dt = t0.elapsed().as_secs_f64();
-            let g = self.geometry(h, w);
-            let flops = 2.0 * (n * self.spec.out_channels * g.oh * g.ow * self.gemm.k) as f64;
-            eprintln!(
-                "PROF\t{}\t{:?}\t{}x{}\t{}->{}\tk{}s{}g{}\t{:.3}\t{:.1}",
-                self.spec.name,
-                self.input_path(h, w),
-                h,
-                w,
-                self.spec.in_channels,
-                self.spec.out_channels,
-                self.spec.kernel,
-                self.spec.stride,
-                self.spec.groups,
-                dt * 1e3,
-                flops / dt / 1e9
-            );
-        }
-        out
-    }
-
-    fn run_fused_inner(
-        &self,
-        inputs: &[Planes],
-        n: usize,
-        h: usize,
-        w: usize,
-        residual: Option<&Residual>,
-    ) -> Vec<f32> {
         let s = &self.spec;
         assert_eq!(inputs.iter().map(|p| p.channels).sum::<usize>(), s.in_channels, "{}: input channels", s.name);
         let geometry = self.geometry(h, w);
@@ -507,15 +467,15 @@ impl CpuConv {
                             // is this task's); a holds kc panel rows (the slice), and shifted reads
                             // stay in `padded` (asserted above).
                             unsafe {
-                                match (pixels, pairs) {
-                                    (Pixels::Packed(packed), _) => {
+                                match pixels {
+                                    Pixels::Packed(packed) => {
                                         let a = &packed[((pp0 + ip) * k + k0) * MR..][..kc * MR];
                                         match pairs {
                                             Some(p) => (p.strided)(kc, a.as_ptr(), b, NR, k * NR, c, ld, accumulate),
                                             None => (kernels.strided)(kc, a.as_ptr(), b, NR, c, ld, accumulate),
                                         }
                                     }
-                                    (Pixels::Shifted { padded, positions, offsets }, pairs) => {
+                                    Pixels::Shifted { padded, positions, offsets } => {
                                         let at = &positions[(pp0 + ip) * MR..][..MR];
                                         let rows = std::array::from_fn(|r| padded.as_ptr().wrapping_add(at[r]));
                                         let offsets = offsets[g * k + k0..][..kc].as_ptr();

@@ -4,8 +4,8 @@
 //! (`[group][panel][k][MR]`), the last panel zero-padded (and, for the transposed GEMM, panels of
 //! NR channels, at first use). Inputs: a padded copy split into phases for shifted views
 //! (`phase_image`); or the GEMM's other side (the image itself for a 1x1 conv, its im2col rows
-//! otherwise) as panels of NR or MR pixels (`[panel][k][W]`), per image or per block. Only convs
-//! with a kernel smaller than their stride (strided 1x1s, a subsampled copy) write a whole im2col.
+//! otherwise) as panels of pixels (`[panel][k][W]`): of NR block by block, as the tasks that read
+//! them go, or of MR once per image for the transposed GEMM.
 
 use rayon::prelude::*;
 
@@ -83,8 +83,7 @@ impl Shared {
 }
 
 /// One group's whole input (`groups == 1`) into `packed` as `[panel][k][W]`, panels of `W` pixels
-/// (NR for the kernel's right-hand side, MR for its left in the transposed GEMM), split between
-/// threads.
+/// (MR: the left side of the transposed GEMM), split between threads.
 pub fn pack_image<'a, const W: usize>(
     channel: &(impl Fn(usize) -> &'a [f32] + Sync),
     geometry: Unfold,
