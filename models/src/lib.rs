@@ -16,6 +16,7 @@ pub mod model;
 pub mod necks;
 pub mod network;
 pub mod preprocess;
+pub mod team;
 pub mod weights;
 
 pub use error::{Error, Result};

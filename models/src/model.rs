@@ -4,7 +4,6 @@
 
 use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::VarBuilder;
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::device::Precision;
@@ -235,13 +234,20 @@ impl Model {
         if n > 1 && self.engine() == Engine::Fast && x.device().is_cpu() {
             // One image at a time on each thread: its maps stay in cache from layer to layer, where
             // a whole batch's would not (cspresnet50 at batch 8 took 1.35x the per-image time of
-            // batch 1 when run layer by layer). Threads take whole images, and split a layer's
-            // blocks only once they run out of images (rayon steals those), so no layer waits for
-            // every thread to join: at batch 8 on 2 threads, medians 6-9% lower than one image at a
-            // time with each layer split between them (cspresnet50, cspresnext50, cspdarknet53).
-            let per_image = (0..n)
-                .into_par_iter()
-                .map(|i| self.run_layers(&x.narrow(0, i, 1)?, wanted, None))
+            // batch 1 when run layer by layer), and no layer waits for the other threads. The
+            // images left over once every thread has had its share (n mod threads) run one by
+            // one on the whole team, rather than leave threads idle.
+            let image = |i: usize| self.run_layers(&x.narrow(0, i, 1)?, wanted, None);
+            let shared = n - n % crate::team::threads();
+            let slots: Vec<std::sync::Mutex<Option<Result<Vec<Tensor>>>>> =
+                (0..shared).map(|_| std::sync::Mutex::new(None)).collect();
+            crate::team::for_each(shared, |i| {
+                *slots[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(image(i));
+            });
+            let per_image = slots
+                .into_iter()
+                .map(|slot| slot.into_inner().unwrap_or_else(|e| e.into_inner()).expect("every image ran"))
+                .chain((shared..n).map(image))
                 .collect::<Result<Vec<_>>>()?;
             return (0..wanted.len())
                 .map(|w| Ok(Tensor::cat(&per_image.iter().map(|outs| &outs[w]).collect::<Vec<_>>(), 0)?))

@@ -4,7 +4,6 @@
 //! (0.8-1.2% of a forward pass).
 
 use candle_core::{CpuStorage, Device, Result, Storage, Tensor};
-use rayon::prelude::*;
 
 use super::activation::{with_simd, SimdJob};
 
@@ -36,12 +35,11 @@ pub fn linear_cpu(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<
     let (xd, wd) = (&xd[xl.start_offset()..][..n * k], &wd[wl.start_offset()..][..m * k]);
     // Output features by task, images inner: [m][n], transposed at the end (n * m floats).
     let mut by_feature = vec![0f32; m * n];
-    by_feature.par_chunks_mut(ROWS_PER_TASK * n).zip(wd.par_chunks(ROWS_PER_TASK * k)).enumerate().for_each(
-        |(task, (out, rows))| {
-            let first = task * ROWS_PER_TASK;
-            with_simd(Dots { rows, xs: xd, k, out, bias: bias.map(|b| &b[first..]) })
-        },
-    );
+    crate::team::for_each_chunk(&mut by_feature, ROWS_PER_TASK * n, |task, out| {
+        let first = task * ROWS_PER_TASK;
+        let rows = &wd[first * k..][..out.len() / n * k];
+        with_simd(Dots { rows, xs: xd, k, out, bias: bias.map(|b| &b[first..]) })
+    });
     drop((xs, ws, bs));
     let out: Vec<f32> = (0..n * m).map(|i| by_feature[(i % m) * n + i / m]).collect();
     Ok(Some(Tensor::from_vec(out, (n, m), &Device::Cpu)?))

@@ -2,7 +2,6 @@
 
 use candle_core::shape::Dim;
 use candle_core::{CpuStorage, DType, Result, Storage, Tensor, D};
-use rayon::prelude::*;
 
 /// Darknet max pooling: output = (in + padding - size) / stride + 1, window offset -padding/2,
 /// positions outside the image count as -inf. PyTorch's `MaxPool2d(k, s, p)` is the case
@@ -49,7 +48,8 @@ fn max_pool_cpu(x: &Tensor, size: usize, stride: usize, padding: usize) -> Resul
     let input = &data[layout.start_offset()..][..n * c * h * w];
     let mut out = vec![0f32; n * c * oh * ow];
     if oh * ow > 0 && h * w > 0 {
-        out.par_chunks_mut(oh * ow).zip(input.par_chunks(h * w)).for_each(|(out, plane)| {
+        crate::team::for_each_chunk(&mut out, oh * ow, |i, out| {
+            let plane = &input[i * h * w..][..h * w];
             // Down the columns first, over whole rows (contiguous, so it vectorizes), then along
             // the one row of maxima each output row needs.
             let mut maxima = vec![f32::NEG_INFINITY; w];

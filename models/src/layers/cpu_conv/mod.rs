@@ -27,7 +27,6 @@ use std::sync::OnceLock;
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape};
-use rayon::prelude::*;
 
 use super::activation::with_simd;
 use super::{Activation, ConvSpec};
@@ -325,7 +324,7 @@ impl CpuConv {
                 .collect(),
             _ => vec![],
         };
-        (0..groups * m_blocks * n_blocks).into_par_iter().for_each(|task| {
+        crate::team::for_each(groups * m_blocks * n_blocks, |task| {
             let (g, rest) = (task / (m_blocks * n_blocks), task % (m_blocks * n_blocks));
             let (mp0, np0) = ((rest / n_blocks) * bm, (rest % n_blocks) * bn);
             let (mps, nps) = (bm.min(m_panels - mp0), bn.min(n_panels - np0));
@@ -442,7 +441,7 @@ impl CpuConv {
         let longest = if kernels.pairs.is_some() && c_panels > 1 { KC / 2 } else { KC };
         let (bp, bc) = block_sizes(groups, (p_panels, c_panels), TRANSPOSED_BLOCK_PANELS);
         let (p_blocks, c_blocks) = (p_panels.div_ceil(bp), c_panels.div_ceil(bc));
-        (0..groups * p_blocks * c_blocks).into_par_iter().for_each(|task| {
+        crate::team::for_each(groups * p_blocks * c_blocks, |task| {
             let (g, rest) = (task / (p_blocks * c_blocks), task % (p_blocks * c_blocks));
             let (pp0, cp0) = ((rest / c_blocks) * bp, (rest % c_blocks) * bc);
             let (pps, cps) = (bp.min(p_panels - pp0), bc.min(c_panels - cp0));
@@ -543,7 +542,7 @@ fn prefetch(p: *const f32) {
 /// at most, then halved (the second side first) until there are enough blocks to keep every thread
 /// busy to the end.
 fn block_sizes(groups: usize, panels: (usize, usize), widest: (usize, usize)) -> (usize, usize) {
-    let wanted = 4 * rayon::current_num_threads();
+    let wanted = 4 * crate::team::threads();
     let (mut a, mut b) = (widest.0.min(panels.0), widest.1.min(panels.1));
     while groups * panels.0.div_ceil(a) * panels.1.div_ceil(b) < wanted && (a > 1 || b > 1) {
         if b > 1 {

@@ -7,8 +7,6 @@
 //! otherwise) as panels of pixels (`[panel][k][W]`): of NR block by block, as the tasks that read
 //! them go, or of MR once per image for the transposed GEMM.
 
-use rayon::prelude::*;
-
 use super::kernel::{MR, NR};
 
 /// The sizes of one layer's GEMMs, per group: `m` output channels, `k` reduction length.
@@ -94,7 +92,7 @@ pub fn pack_image<'a, const W: usize>(
     let per_task = PIXELS_PER_TASK.div_ceil(W);
     let panels = (geometry.oh * geometry.ow).div_ceil(W);
     let packed = &mut packed[..panels * gemm.k * W];
-    packed.par_chunks_mut(per_task * gemm.k * W).enumerate().for_each(|(task, out)| {
+    crate::team::for_each_chunk(packed, per_task * gemm.k * W, |task, out| {
         let first = task * per_task;
         let count = out.len() / (gemm.k * W);
         let mut line = [0f32; PIXELS_PER_TASK + NR];
@@ -126,38 +124,47 @@ pub fn phase_image<'a>(
         let hi = ((len as isize - offset + s - 1) / s).min(count as isize).max(lo);
         (lo as usize, hi as usize)
     };
-    planes.par_chunks_mut(stride * stride * hq * wq).enumerate().for_each(|(c, out)| {
-        let source = channel(c);
-        for (phase, out) in out.chunks_exact_mut(hq * wq).enumerate() {
-            let (py, px) = ((phase / stride) as isize - pad as isize, (phase % stride) as isize - pad as isize);
-            let (x_lo, x_hi) = inside(px, w, wq);
-            let (y_lo, y_hi) = inside(py, h, hq);
-            // Borders: on small maps one fill of the plane, where a fill per row end would be a call
-            // for a float or two; on large ones just the borders, not the plane twice over.
-            let whole = wq < 32;
-            if whole {
-                out.fill(0.0);
-            } else {
-                out[..y_lo * wq].fill(0.0);
-                out[y_hi * wq..].fill(0.0);
-            }
-            for (r, line) in out[y_lo * wq..y_hi * wq].chunks_exact_mut(wq).enumerate() {
-                let iy = ((y_lo + r) as isize * stride as isize + py) as usize;
-                if !whole {
-                    line[..x_lo].fill(0.0);
-                    line[x_hi..].fill(0.0);
-                }
-                let from = (x_lo as isize * stride as isize + px) as usize;
-                let row = &source[iy * w..(iy + 1) * w];
-                if stride == 1 {
-                    line[x_lo..x_hi].copy_from_slice(&row[from..from + (x_hi - x_lo)]);
+    // Tasks of whole channels, at least COPY_TASK_FLOATS each: one task per 7x7 channel would
+    // spend more on taking it than on copying it.
+    let per_channel = stride * stride * hq * wq;
+    let per_task = COPY_TASK_FLOATS.div_ceil(per_channel.max(1));
+    crate::team::for_each_chunk(planes, per_task * per_channel, |task, out| {
+        for (c, out) in (task * per_task..).zip(out.chunks_exact_mut(per_channel)) {
+            let source = channel(c);
+            for (phase, out) in out.chunks_exact_mut(hq * wq).enumerate() {
+                let (py, px) = ((phase / stride) as isize - pad as isize, (phase % stride) as isize - pad as isize);
+                let (x_lo, x_hi) = inside(px, w, wq);
+                let (y_lo, y_hi) = inside(py, h, hq);
+                // Borders: on small maps one fill of the plane, where a fill per row end would be a call
+                // for a float or two; on large ones just the borders, not the plane twice over.
+                let whole = wq < 32;
+                if whole {
+                    out.fill(0.0);
                 } else {
-                    gather(&mut line[x_lo..x_hi], &row[from..], stride);
+                    out[..y_lo * wq].fill(0.0);
+                    out[y_hi * wq..].fill(0.0);
+                }
+                for (r, line) in out[y_lo * wq..y_hi * wq].chunks_exact_mut(wq).enumerate() {
+                    let iy = ((y_lo + r) as isize * stride as isize + py) as usize;
+                    if !whole {
+                        line[..x_lo].fill(0.0);
+                        line[x_hi..].fill(0.0);
+                    }
+                    let from = (x_lo as isize * stride as isize + px) as usize;
+                    let row = &source[iy * w..(iy + 1) * w];
+                    if stride == 1 {
+                        line[x_lo..x_hi].copy_from_slice(&row[from..from + (x_hi - x_lo)]);
+                    } else {
+                        gather(&mut line[x_lo..x_hi], &row[from..], stride);
+                    }
                 }
             }
         }
     });
 }
+
+/// Smallest copy task: 16 KiB.
+const COPY_TASK_FLOATS: usize = 4096;
 
 /// `out[i] = from[i * stride]`. Stride 2 (every strided conv in the CSP models) as pairs, which the
 /// compiler vectorizes, where a general stride stays a scalar loop.
