@@ -172,7 +172,7 @@ fn helper(team: &'static Team, me: usize) {
         while team.epoch.load(SeqCst) == seen {
             std::hint::spin_loop();
             spins = spins.wrapping_add(1);
-            if spins % 256 == 0 && since.elapsed() > SPIN {
+            if spins.is_multiple_of(256) && since.elapsed() > SPIN {
                 let lock = team.lock.lock().unwrap_or_else(|e| e.into_inner());
                 // Counted before the epoch is read again: a caller that bumps the epoch after
                 // this read sees the count and notifies under the lock.
