@@ -2,6 +2,7 @@
 //! (native safetensors, timm safetensors, darknet `.cfg` + `.weights`) and cost accounting.
 
 pub mod backbones;
+pub mod blocked;
 pub mod csp;
 pub mod darknet;
 pub mod detectors;

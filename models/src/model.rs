@@ -2,6 +2,8 @@
 //! for training) and executes the layers in order, keeping each output only as long as a later
 //! layer still reads it.
 
+use std::sync::Arc;
+
 use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
@@ -10,7 +12,7 @@ use crate::device::Precision;
 use crate::error::{Error, Result};
 use crate::fusion::{Plan, Source, Step};
 use crate::layers::{
-    global_avg_pool, global_avg_pool_cpu, linear_cpu, max_pool, max_pool_differentiable, Activation, ConvLayer,
+    global_avg_pool, global_avg_pool_cpu, linear_cpu, max_pool, max_pool_differentiable, Activation, ConvLayer, Isa,
 };
 use crate::network::{Network, Op};
 
@@ -74,6 +76,9 @@ pub struct Model {
     params: Vec<Params>,
     device: Device,
     precision: Precision,
+    /// The convs packed for the blocked executor (`Engine::Fast`, f32 on the CPU): see
+    /// [`crate::blocked`].
+    blocked: Option<Arc<crate::blocked::Prepared>>,
 }
 
 impl Model {
@@ -97,7 +102,7 @@ impl Model {
                 _ => Params::None,
             });
         }
-        Ok(Model { net, params, device, precision: Precision::F32 })
+        Ok(Model { net, params, device, precision: Precision::F32, blocked: None })
     }
 
     /// Builds the inference model: batch norm folded into the convolutions.
@@ -125,7 +130,45 @@ impl Model {
                 *c = c.with_cpu_kernel(engine == Engine::Fast)?;
             }
         }
+        m.blocked = match engine {
+            Engine::Fast if m.engine() == Engine::Fast && m.blocked.is_none() => m.prepare_blocked(Isa::fastest())?,
+            Engine::Fast => m.blocked,
+            Engine::Candle => None,
+        };
         Ok(m)
+    }
+
+    /// The blocked executor's convs, on `isa`'s kernels: None unless every conv is folded f32 on
+    /// the CPU.
+    fn prepare_blocked(&self, isa: Isa) -> Result<Option<Arc<crate::blocked::Prepared>>> {
+        let conv = |i: usize| -> Option<(Vec<f32>, Vec<f32>)> {
+            let Params::Conv(c) = &self.params[i] else { return None };
+            if !c.uses_cpu_kernel() {
+                return None;
+            }
+            let weight = c.weight.flatten_all().ok()?.to_vec1::<f32>().ok()?;
+            let bias = match &c.bias {
+                Some(b) => b.to_vec1::<f32>().ok()?,
+                None => vec![0.0; c.spec.out_channels],
+            };
+            Some((weight, bias))
+        };
+        Ok(crate::blocked::Prepared::new(&self.net, conv, isa)?.map(Arc::new))
+    }
+
+    /// The same model with the fast engine on `isa`'s kernels (tests and comparisons: both the
+    /// blocked executor and the NCHW kernel); None where the CPU lacks them or the model is not
+    /// on the fast engine.
+    pub fn with_cpu_isa(&self, isa: Isa) -> Option<Self> {
+        self.blocked.as_ref()?;
+        let mut m = self.clone();
+        m.blocked = Some(m.prepare_blocked(isa).ok()??);
+        for p in &mut m.params {
+            if let Params::Conv(c) = p {
+                *c = c.with_cpu_isa(isa)?;
+            }
+        }
+        Some(m)
     }
 
     /// The same model computing in `precision`: parameters converted (from f32, so converting
@@ -148,6 +191,9 @@ impl Model {
             }
         }
         m.precision = precision;
+        if precision != Precision::F32 {
+            m.blocked = None;
+        }
         Ok(m)
     }
 
@@ -237,7 +283,7 @@ impl Model {
             // batch 1 when run layer by layer), and no layer waits for the other threads. The
             // images left over once every thread has had its share (n mod threads) run one by
             // one on the whole team, rather than leave threads idle.
-            let image = |i: usize| self.run_layers(&x.narrow(0, i, 1)?, wanted, None);
+            let image = |i: usize| self.run_image(&x.narrow(0, i, 1)?, wanted);
             let shared = n - n % crate::team::threads();
             let slots: Vec<std::sync::Mutex<Option<Result<Vec<Tensor>>>>> =
                 (0..shared).map(|_| std::sync::Mutex::new(None)).collect();
@@ -253,9 +299,21 @@ impl Model {
                 .map(|w| Ok(Tensor::cat(&per_image.iter().map(|outs| &outs[w]).collect::<Vec<_>>(), 0)?))
                 .collect();
         }
-        let outs = self.run_layers(x, wanted, None)?;
+        let outs = match n {
+            1 => self.run_image(x, wanted)?,
+            _ => self.run_layers(x, wanted, None)?,
+        };
         // Callers read f32 whatever the model computes in.
         outs.into_iter().map(|t| Ok(t.to_dtype(DType::F32)?)).collect()
+    }
+
+    /// One image: on the blocked executor where the model has it and the image is f32 on the
+    /// CPU, else layer by layer.
+    fn run_image(&self, x: &Tensor, wanted: &[usize]) -> Result<Vec<Tensor>> {
+        match &self.blocked {
+            Some(blocked) if x.device().is_cpu() && x.dtype() == DType::F32 => blocked.run(self, x, wanted),
+            _ => self.run_layers(x, wanted, None),
+        }
     }
 
     /// Training pass: like [`Model::run_many`], but batch norm uses batch statistics and every
@@ -368,6 +426,21 @@ impl Model {
             .iter()
             .map(|&w| outs[w].clone().ok_or_else(|| Error::graph(format!("output of layer {w} was dropped"))))
             .collect()
+    }
+
+    /// Layer `i` of an inference pass on the usual ops, for the blocked executor's layers
+    /// without a blocked version (`prev` and `get` as in [`Model::run_layer`]).
+    pub(crate) fn run_other<'a>(
+        &self,
+        i: usize,
+        prev: &dyn Fn() -> Result<&'a Tensor>,
+        get: &dyn Fn(usize) -> Result<&'a Tensor>,
+    ) -> Result<Tensor> {
+        let op = &self.net.layers[i].op;
+        match (op, &self.params[i]) {
+            (Op::Conv(_), Params::Conv(c)) => Ok(c.forward(prev()?)?),
+            (op, params) => self.run_layer(i, op, params, prev, get, false),
+        }
     }
 
     /// Layer `i` on its own: every op but a conv in inference (which `run_layers` runs with the

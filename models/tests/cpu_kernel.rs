@@ -204,8 +204,13 @@ fn models_match_candle() {
         let reference = fast.with_engine(Engine::Candle).unwrap();
         assert_eq!(reference.engine(), Engine::Candle);
         let x = ((tensor(&[2, 3, side, side], 3) + 1.0).unwrap() * 0.5).unwrap();
-        let diff = relative_diff(&fast.forward(&x).unwrap(), &reference.forward(&x).unwrap());
-        assert!(diff <= TOLERANCE, "{arch}: relative difference {diff:e}");
+        let want = reference.forward(&x).unwrap();
+        // On every instruction set this CPU runs.
+        for isa in Isa::supported() {
+            let fast = fast.with_cpu_isa(isa).unwrap();
+            let diff = relative_diff(&fast.forward(&x).unwrap(), &want);
+            assert!(diff <= TOLERANCE, "{arch} on {isa:?}: relative difference {diff:e}");
+        }
     }
 }
 

@@ -9,6 +9,7 @@ mod linear;
 mod pool;
 
 pub use activation::Activation;
+pub(crate) use activation::{with_simd, SimdJob};
 pub use bn_train::batch_norm_act_train;
 pub use conv::{BatchNorm, ConvLayer, ConvSpec, BN_EPS};
 pub use conv_grad::conv2d_train;

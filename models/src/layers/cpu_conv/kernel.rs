@@ -140,10 +140,29 @@ impl Isa {
         sets
     }
 
-    /// The fastest this CPU runs (checked once).
+    /// The set the fast engine uses: the fastest this CPU runs, or the one the `CSP_CPU_ISA`
+    /// environment variable names (`avx512`, `avx2` or `portable`) where the CPU runs it (for
+    /// comparisons, and for CPUs whose AVX-512 clocks down). Read once.
     pub fn fastest() -> Isa {
         static FASTEST: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
-        *FASTEST.get_or_init(|| Isa::supported()[0])
+        *FASTEST.get_or_init(|| {
+            let supported = Isa::supported();
+            let named = std::env::var("CSP_CPU_ISA").ok().and_then(|v| Isa::parse(&v));
+            match named {
+                Some(isa) if supported.contains(&isa) => isa,
+                _ => supported[0],
+            }
+        })
+    }
+
+    /// `avx512`, `avx2` or `portable`.
+    pub fn parse(name: &str) -> Option<Isa> {
+        Some(match name.trim().to_ascii_lowercase().as_str() {
+            "avx512" => Isa::Avx512,
+            "avx2" => Isa::Avx2,
+            "portable" => Isa::Portable,
+            _ => return None,
+        })
     }
 
     /// This set's kernels; None where the CPU lacks the instructions.
