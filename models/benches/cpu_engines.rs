@@ -1,7 +1,8 @@
-//! CPU engines side by side: the fused kernel (`Engine::Fast`) against candle's ops
+//! CPU engines side by side: the blocked engine (`Engine::Fast`) against candle's ops
 //! (`Engine::Candle`), on single layers of the shapes CSP models spend their time in and on whole
-//! models at batch 1. Throughput is in FLOPs (2 per multiply-add), so criterion's "elem/s" reads
-//! as FLOP/s.
+//! models at batch 1. A layer on the blocked engine reads and writes blocked maps, as inside a
+//! network (no layout conversion timed). Throughput is in FLOPs (2 per multiply-add), so
+//! criterion's "elem/s" reads as FLOP/s.
 //!
 //!   cargo bench -p csp-models --bench cpu_engines               (all)
 //!   cargo bench -p csp-models --bench cpu_engines -- layer/     (layers only)
@@ -13,6 +14,7 @@ use std::time::Duration;
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarBuilder;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use csp_models::blocked::{Conv, Isa, Kernels, Map, Part, LANES};
 use csp_models::layers::{Activation, ConvLayer, ConvSpec};
 use csp_models::model::Engine;
 use csp_models::weights::random::random_model;
@@ -44,14 +46,19 @@ fn layer(name: &str, cin: usize, cout: usize, k: usize, stride: usize, groups: u
 fn layers(c: &mut Criterion) {
     for (name, cin, cout, k, stride, groups, side, act) in LAYERS {
         let candle = layer(name, cin, cout, k, stride, groups, act);
-        let fast = candle.with_cpu_kernel(true).unwrap();
+        let weight = candle.weight.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let bias = candle.bias.as_ref().unwrap().to_vec1::<f32>().unwrap();
+        let fast = Conv::new(&candle.spec, &weight, &bias, &[cin], LANES, Kernels::of(Isa::fastest()).unwrap());
         let x = Tensor::randn(0f32, 1.0, (1, cin, side, side), &Device::Cpu).unwrap();
+        let planes = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let map = Map::from_planes(|c| &planes[c * side * side..][..side * side], cin, side, side, 1);
+        let input = [Part { map: &map, first_block: 0, channels: cin }];
         let (oh, ow) = candle.spec.out_size(side, side);
         let flops = 2 * cout * oh * ow * cin / groups * k * k;
         let mut group = c.benchmark_group(format!("layer/{name}"));
         group.throughput(Throughput::Elements(flops as u64));
         group.bench_function("candle", |b| b.iter(|| candle.forward(&x).unwrap()));
-        group.bench_function("fast", |b| b.iter(|| fast.forward(&x).unwrap()));
+        group.bench_function("fast", |b| b.iter(|| fast.run(&input, None, 1)));
         group.finish();
     }
 }

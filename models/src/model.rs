@@ -8,11 +8,12 @@ use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
+use crate::blocked::Isa;
 use crate::device::Precision;
 use crate::error::{Error, Result};
-use crate::fusion::{Plan, Source, Step};
+use crate::fusion::Plan;
 use crate::layers::{
-    global_avg_pool, global_avg_pool_cpu, linear_cpu, max_pool, max_pool_differentiable, Activation, ConvLayer, Isa,
+    global_avg_pool, global_avg_pool_cpu, linear_cpu, max_pool, max_pool_differentiable, Activation, ConvLayer,
 };
 use crate::network::{Network, Op};
 
@@ -53,8 +54,9 @@ pub fn update_running_stats(varmap: &candle_nn::VarMap, stats: &[BatchStats], mo
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Engine {
-    /// Conv + bias + activation fused in one kernel per layer ([`crate::layers::CpuConv`]): f32
-    /// models on the CPU. Other devices and dtypes use candle's ops either way.
+    /// The blocked executor ([`crate::blocked`]): conv + bias + activation (+ residual) in one
+    /// kernel, maps in 16-channel blocks. Folded f32 models on the CPU; other devices and dtypes
+    /// use candle's ops either way.
     #[default]
     Fast,
     /// candle's own ops throughout: the reference path.
@@ -122,28 +124,27 @@ impl Model {
         m.with_engine(Engine::default())
     }
 
-    /// The same model with its convolutions on `engine` (see [`Engine`]).
+    /// The same model with its convolutions on `engine` (see [`Engine`]). `Fast` applies to
+    /// folded f32 models on the CPU; others stay on candle's ops.
     pub fn with_engine(&self, engine: Engine) -> Result<Self> {
         let mut m = self.clone();
-        for p in &mut m.params {
-            if let Params::Conv(c) = p {
-                *c = c.with_cpu_kernel(engine == Engine::Fast)?;
-            }
-        }
         m.blocked = match engine {
-            Engine::Fast if m.engine() == Engine::Fast && m.blocked.is_none() => m.prepare_blocked(Isa::fastest())?,
+            Engine::Fast if m.blocked.is_none() => m.prepare_blocked(Isa::fastest())?,
             Engine::Fast => m.blocked,
             Engine::Candle => None,
         };
         Ok(m)
     }
 
-    /// The blocked executor's convs, on `isa`'s kernels: None unless every conv is folded f32 on
-    /// the CPU.
+    /// The blocked executor's convs, on `isa`'s kernels: None unless every conv is folded (no
+    /// batch norm) and f32 on the CPU.
     fn prepare_blocked(&self, isa: Isa) -> Result<Option<Arc<crate::blocked::Prepared>>> {
+        if !self.device.is_cpu() || self.precision != Precision::F32 {
+            return Ok(None);
+        }
         let conv = |i: usize| -> Option<(Vec<f32>, Vec<f32>)> {
             let Params::Conv(c) = &self.params[i] else { return None };
-            if !c.uses_cpu_kernel() {
+            if c.bn.is_some() || c.weight.dtype() != DType::F32 {
                 return None;
             }
             let weight = c.weight.flatten_all().ok()?.to_vec1::<f32>().ok()?;
@@ -156,18 +157,12 @@ impl Model {
         Ok(crate::blocked::Prepared::new(&self.net, conv, isa)?.map(Arc::new))
     }
 
-    /// The same model with the fast engine on `isa`'s kernels (tests and comparisons: both the
-    /// blocked executor and the NCHW kernel); None where the CPU lacks them or the model is not
-    /// on the fast engine.
+    /// The same model on the fast engine with `isa`'s kernels (tests and comparisons); None
+    /// where the CPU lacks them or the model is not on the fast engine.
     pub fn with_cpu_isa(&self, isa: Isa) -> Option<Self> {
         self.blocked.as_ref()?;
         let mut m = self.clone();
         m.blocked = Some(m.prepare_blocked(isa).ok()??);
-        for p in &mut m.params {
-            if let Params::Conv(c) = p {
-                *c = c.with_cpu_isa(isa)?;
-            }
-        }
         Some(m)
     }
 
@@ -201,10 +196,9 @@ impl Model {
         self.precision
     }
 
-    /// The engine the convolutions run on: `Fast` when any runs on the fused CPU kernel.
+    /// The engine the convolutions run on.
     pub fn engine(&self) -> Engine {
-        let fast = self.params.iter().any(|p| matches!(p, Params::Conv(c) if c.uses_cpu_kernel()));
-        if fast {
+        if self.blocked.is_some() {
             Engine::Fast
         } else {
             Engine::Candle
@@ -345,13 +339,8 @@ impl Model {
             return Err(Error::Input(format!("expected {} channels, got {c}", self.net.input_channels)));
         }
         let x = x.to_dtype(self.precision.dtype())?;
-        let fast: Vec<bool> =
-            self.params[..=upto].iter().map(|p| matches!(p, Params::Conv(c) if c.uses_cpu_kernel())).collect();
-        // Fusions only in inference; a training pass needs every op differentiable.
-        let plan = match train {
-            None => Plan::new(&self.net, &fast, &keep),
-            Some(_) => Plan::new(&self.net, &vec![false; upto + 1], &keep),
-        };
+        // Every layer runs as it is (no fusions): the reference path and training.
+        let plan = Plan::new(&self.net, false, &keep);
         let mut outs: Vec<Option<Tensor>> = vec![None; upto + 1];
         for i in 0..=upto {
             let get = |j: usize| -> Result<&Tensor> {
@@ -364,33 +353,9 @@ impl Model {
                     get(i - 1)
                 }
             };
-            // A conv in inference: on the fused kernel with the plan's fusions when it can.
-            let conv = |c: &ConvLayer, at: usize, residual: Option<(&Tensor, Activation)>| -> Result<Tensor> {
-                let sources = plan.conv_sources(&self.net, at);
-                let inputs = sources
-                    .iter()
-                    .map(|s| match s {
-                        Source::Input => Ok(&x),
-                        Source::Layer(j) => get(*j),
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                if let Some(y) = c.forward_fused(&inputs, residual)? {
-                    return Ok(y);
-                }
-                let input = match inputs.as_slice() {
-                    [one] => (*one).clone(),
-                    parts => Tensor::cat(parts, 1)?,
-                };
-                let y = c.forward(&input)?;
-                match residual {
-                    Some((r, activation)) => shortcut(&y, r, activation),
-                    None => Ok(y),
-                }
-            };
-            let y = match (&self.net.layers[i].op, &self.params[i], plan.steps[i]) {
-                (_, _, Step::IntoNextConv | Step::IntoNextShortcut) => None,
-                (Op::Conv(_), Params::Conv(c), _) => Some(match train.as_deref_mut() {
-                    None => conv(c, i, None)?,
+            let y = match (&self.net.layers[i].op, &self.params[i]) {
+                (Op::Conv(_), Params::Conv(c)) => Some(match train.as_deref_mut() {
+                    None => c.forward(prev()?)?,
                     Some(stats) => {
                         let (y, batch) = c.forward_train(prev()?)?;
                         if let Some((mean, var)) = batch {
@@ -403,13 +368,7 @@ impl Model {
                         y
                     }
                 }),
-                (Op::Shortcut { from, activation }, _, _) if i > 0 && plan.steps[i - 1] == Step::IntoNextShortcut => {
-                    let Params::Conv(c) = &self.params[i - 1] else {
-                        return Err(Error::graph(format!("layer {} has no conv parameters", i - 1)));
-                    };
-                    Some(conv(c, i - 1, Some((get(*from)?, *activation)))?)
-                }
-                (op, params, _) => Some(self.run_layer(i, op, params, &prev, &get, train.is_some())?),
+                (op, params) => Some(self.run_layer(i, op, params, &prev, &get, train.is_some())?),
             };
             outs[i] = y;
             // Free what no later layer reads and the caller did not ask for.

@@ -1,13 +1,14 @@
-//! The fused CPU conv kernel (`layers::CpuConv`, `Engine::Fast`) against candle's own ops
-//! (`Engine::Candle`, the reference path): single layers over odd sizes, strides, paddings, groups
-//! and every activation, and whole classifiers, within 1e-4 relative; a detector within its f32
-//! rounding noise.
+//! The fast CPU engine (`csp_models::blocked`, `Engine::Fast`) against candle's own ops
+//! (`Engine::Candle`, the reference path): single convs over odd sizes, strides, paddings, groups,
+//! split inputs and every activation, on every instruction set the CPU runs, and whole
+//! classifiers, within 1e-4 relative; a detector within its f32 rounding noise.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use candle_core::{Device, Module, Tensor};
 use candle_nn::VarBuilder;
-use csp_models::layers::{Activation, ConvLayer, ConvSpec, InputPath, Isa};
+use csp_models::blocked::{Conv, Isa, Kernels, Map, Part, LANES};
+use csp_models::layers::{Activation, ConvLayer, ConvSpec};
 use csp_models::model::Engine;
 use csp_models::weights::random::random_model;
 
@@ -148,45 +149,91 @@ fn single_layers_match_candle() {
     cases.push(Case { h: 5, w: 7, ..case(48, 48, 3, 1, 1, 3) });
     cases.push(Case { h: 14, w: 13, ..case(96, 96, 3, 2, 1, 3) });
     cases.push(Case { n: 2, h: 6, w: 6, ..case(70, 64, 3, 1, 1, 2) });
-    let mut paths = HashSet::new();
-    let mut grouped_transposed = false;
-    // Every instruction set this CPU runs (AVX-512 kernels take panels in pairs, and read 1x1
-    // inputs packed where the others read them in place).
+    // Every instruction set this CPU runs (AVX-512 tiles take two blocks of output channels),
+    // inputs read as 16-channel blocks (every conv but a network's first) and as planes (the
+    // first, which reads the image as it comes).
     for (i, c, isa) in
         cases.iter().enumerate().flat_map(|(i, c)| Isa::supported().into_iter().map(move |isa| (i, c, isa)))
     {
         for (j, activation) in ACTIVATIONS.iter().enumerate() {
             let seed = (i * 10 + j) as u64;
             let reference = layer(c, *activation, seed);
-            let fast = reference.with_cpu_kernel(true).unwrap().with_cpu_isa(isa).unwrap();
-            assert!(fast.uses_cpu_kernel() && !reference.uses_cpu_kernel());
-            let path = fast.input_path(c.h, c.w).unwrap();
-            paths.insert(path);
-            grouped_transposed |= c.groups > 1 && path == InputPath::ShiftedTransposed;
             // Scaled so that activations see both signs and their saturated ranges.
             let x = (tensor(&[c.n, c.cin, c.h, c.w], seed + 100) * 3.0).unwrap();
             let want = reference.forward(&x).unwrap();
-            let got = fast.forward(&x).unwrap();
-            let diff = relative_diff(&got, &want);
-            let what = format!(
-                "{isa:?}: cin {} cout {} k {} stride {} pad {} groups {} {}x{}x{} {activation:?}",
-                c.cin, c.cout, c.kernel, c.stride, c.padding, c.groups, c.n, c.h, c.w
-            );
-            assert!(diff <= TOLERANCE, "{what}: relative difference {diff:e}");
+            for lanes in [LANES, 1] {
+                let got = blocked(&reference, &[c.cin], lanes, isa, &x);
+                let diff = relative_diff(&got, &want);
+                let what = format!(
+                    "{isa:?}, {lanes} lanes: cin {} cout {} k {} stride {} pad {} groups {} {}x{}x{} {activation:?}",
+                    c.cin, c.cout, c.kernel, c.stride, c.padding, c.groups, c.n, c.h, c.w
+                );
+                assert!(diff <= TOLERANCE, "{what}: relative difference {diff:e}");
+            }
         }
     }
-    use InputPath::*;
-    for path in [Rows, Shifted, Transposed, ShiftedTransposed, PackedPerBlock] {
-        assert!(paths.contains(&path), "no case takes {path:?}");
+}
+
+/// `layer` on the blocked engine: its input `x` split into parts of `parts` channels (read one
+/// after the other, as a concat), in blocks of `lanes`, one image at a time, back as NCHW.
+fn blocked(layer: &ConvLayer, parts: &[usize], lanes: usize, isa: Isa, x: &Tensor) -> Tensor {
+    let s = &layer.spec;
+    let weight = layer.weight.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let bias = layer.bias.as_ref().unwrap().to_vec1::<f32>().unwrap();
+    let conv = Conv::new(s, &weight, &bias, parts, lanes, Kernels::of(isa).unwrap());
+    let (n, c, h, w) = x.dims4().unwrap();
+    let data = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let (oh, ow) = s.out_size(h, w);
+    let mut out = Vec::new();
+    for image in data.chunks_exact(c * h * w) {
+        let mut first = 0;
+        let maps: Vec<Map> = parts
+            .iter()
+            .map(|&p| {
+                let planes = &image[first * h * w..(first + p) * h * w];
+                first += p;
+                match lanes {
+                    1 => Map::planar(planes, p, h, w, s.padding),
+                    _ => Map::from_planes(|ch| &planes[ch * h * w..][..h * w], p, h, w, s.padding),
+                }
+            })
+            .collect();
+        let inputs: Vec<Part<&Map>> =
+            maps.iter().map(|m| Part { map: m, first_block: 0, channels: m.channels }).collect();
+        // A border on the output too: its readers' padding, around what this conv writes.
+        conv.run(&inputs, None, 1).planes_into(0, s.out_channels, &mut out);
     }
-    assert!(grouped_transposed, "no grouped case takes ShiftedTransposed");
+    Tensor::from_vec(out, (n, s.out_channels, oh, ow), &Device::Cpu).unwrap()
+}
+
+/// A conv reading a concat of parts whose channel counts are not whole blocks (so the blocks of
+/// the parts hold unused lanes between the real channels), grouped and not.
+#[test]
+fn split_inputs_match_candle() {
+    for (parts, groups, cout) in
+        [(vec![5, 20], 1, 12), (vec![5, 20], 5, 10), (vec![16, 3, 33], 4, 40), (vec![40, 8], 3, 33)]
+    {
+        let cin = parts.iter().sum();
+        let c = Case { h: 9, w: 11, ..case(cin, cout, 3, 1, 1, groups) };
+        let reference = layer(&c, Activation::Leaky { slope: 0.1 }, 7);
+        let x = tensor(&[2, cin, c.h, c.w], 8);
+        let want = reference.forward(&x).unwrap();
+        for isa in Isa::supported() {
+            let diff = relative_diff(&blocked(&reference, &parts, LANES, isa, &x), &want);
+            assert!(diff <= TOLERANCE, "{isa:?}: parts {parts:?} groups {groups}: relative difference {diff:e}");
+        }
+    }
 }
 
 #[test]
 fn non_contiguous_input_is_read_correctly() {
-    let c = case(6, 8, 3, 1, 1, 2);
-    let reference = layer(&c, Activation::Mish, 7);
-    let fast = reference.with_cpu_kernel(true).unwrap();
+    use csp_models::network::NetworkBuilder;
+    use csp_models::preprocess::Preprocess;
+    let mut b = NetworkBuilder::new(6);
+    b.conv("a", 8, 3, 1, 2, Activation::Mish);
+    b.conv("b", 4, 1, 1, 1, Activation::Linear);
+    let fast = random_model(b.finish("t", (13, 9), 0, Preprocess::TIMM), &Device::Cpu).unwrap().folded().unwrap();
+    let reference = fast.with_engine(Engine::Candle).unwrap();
     // Transposed H and W: the same values in a strided layout.
     let x = tensor(&[1, 6, 9, 13], 8).transpose(2, 3).unwrap();
     assert!(!x.is_contiguous());

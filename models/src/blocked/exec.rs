@@ -7,12 +7,13 @@ use std::sync::Arc;
 use candle_core::{Device, Tensor};
 
 use super::conv::Conv;
+use super::kernel::Isa;
 use super::kernel::{Kernels, LANES};
 use super::map::Map;
 use super::{ops, Part};
 use crate::error::{Error, Result};
 use crate::fusion::{Plan, Step};
-use crate::layers::{Activation, Isa};
+use crate::layers::Activation;
 use crate::model::Model;
 use crate::network::{Network, Op};
 
@@ -73,7 +74,10 @@ impl Prepared {
     pub fn run(&self, model: &Model, x: &Tensor, wanted: &[usize]) -> Result<Vec<Tensor>> {
         let net = &model.net;
         let Some(&upto) = wanted.iter().max() else { return Ok(vec![]) };
-        let (n, c, _, _) = x.dims4()?;
+        if upto >= net.layers.len() {
+            return Err(Error::Input(format!("layer {upto} requested, the network has {}", net.layers.len())));
+        }
+        let (n, c, _, _) = x.dims4().map_err(|_| Error::Input(format!("expected [N, C, H, W], got {:?}", x.dims())))?;
         if n != 1 || c != net.input_channels {
             return Err(Error::Input(format!(
                 "expected one image of {} channels, got {:?}",
@@ -83,7 +87,7 @@ impl Prepared {
         }
         let mut keep = vec![false; upto + 1];
         wanted.iter().for_each(|&w| keep[w] = true);
-        let plan = Plan::new(net, &vec![true; upto + 1], &keep);
+        let plan = Plan::new(net, true, &keep);
         let mut run = Run { border: self.border, input: Held::tensor(x.clone()), values: vec![None; upto + 1] };
         for i in 0..=upto {
             let op = &net.layers[i].op;

@@ -12,12 +12,66 @@
 //! broadcasts per 16 FMAs. AVX2 + FMA: two registers a block, 6 x 1 tiles (12 accumulators).
 //! Elsewhere a portable loop.
 
-use crate::layers::{Activation, Isa};
+use crate::layers::Activation;
 
 /// Channels per block.
 pub const LANES: usize = 16;
 /// Most pixels a tile holds.
 pub const MAX_PIXELS: usize = 8;
+
+/// The instruction sets the kernels are written for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Isa {
+    /// AVX-512F: a block of 16 channels per register.
+    Avx512,
+    /// AVX2 + FMA: a block in two registers.
+    Avx2,
+    /// Plain Rust, vectorized by the compiler for the baseline target (SSE2, NEON).
+    Portable,
+}
+
+impl Isa {
+    /// Those this CPU runs, fastest first; `Portable` always, last.
+    pub fn supported() -> Vec<Isa> {
+        let mut sets = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx512f") {
+                sets.push(Isa::Avx512);
+            }
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                sets.push(Isa::Avx2);
+            }
+        }
+        sets.push(Isa::Portable);
+        sets
+    }
+
+    /// The set the fast engine uses: the fastest this CPU runs, or the one the `CSP_CPU_ISA`
+    /// environment variable names (`avx512`, `avx2` or `portable`) where the CPU runs it (for
+    /// comparisons, and for CPUs whose AVX-512 clocks down). Read once.
+    pub fn fastest() -> Isa {
+        static FASTEST: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
+        *FASTEST.get_or_init(|| {
+            let supported = Isa::supported();
+            let named = std::env::var("CSP_CPU_ISA").ok().and_then(|v| Isa::parse(&v));
+            match named {
+                Some(isa) if supported.contains(&isa) => isa,
+                _ => supported[0],
+            }
+        })
+    }
+
+    /// `avx512`, `avx2` or `portable`.
+    pub fn parse(name: &str) -> Option<Isa> {
+        Some(match name.trim().to_ascii_lowercase().as_str() {
+            "avx512" => Isa::Avx512,
+            "avx2" => Isa::Avx2,
+            "portable" => Isa::Portable,
+            _ => return None,
+        })
+    }
+}
 
 /// Every (blocks, pixels) instance of a generic kernel.
 macro_rules! table {

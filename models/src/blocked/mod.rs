@@ -25,7 +25,7 @@ mod ops;
 
 pub use conv::Conv;
 pub use exec::Prepared;
-pub use kernel::{Kernels, LANES};
+pub use kernel::{Isa, Kernels, LANES};
 pub use map::Map;
 
 /// A run of channels of a blocked map, starting on a block: a layer's output (all of its map), a

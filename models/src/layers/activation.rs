@@ -52,22 +52,6 @@ impl Activation {
         }
     }
 
-    /// `out[i] = activation(values[i] + bias)`, inlined like [`Activation::apply`].
-    ///
-    /// # Safety
-    /// `out` is valid for `values.len()` writes and overlaps nothing read here.
-    #[inline(always)]
-    pub(crate) unsafe fn apply_into(self, values: &[f32], bias: f32, out: *mut f32) {
-        match self {
-            Activation::Linear => map_into(values, out, |x| x + bias),
-            Activation::Relu => map_into(values, out, |x| (x + bias).max(0.0)),
-            Activation::Leaky { slope } => map_into(values, out, |x| leaky(x + bias, slope)),
-            Activation::Mish => map_into(values, out, |x| mish(x + bias)),
-            Activation::Swish => map_into(values, out, |x| swish(x + bias)),
-            Activation::Logistic => map_into(values, out, |x| logistic(x + bias)),
-        }
-    }
-
     /// values = activation(values + bias), elementwise on the CPU: the fused conv's epilogue, inlined
     /// into callers that are compiled for their CPU's features (see [`with_simd`]).
     #[inline(always)]
@@ -129,18 +113,6 @@ unsafe fn avx512<J: SimdJob>(job: J) -> J::Output {
 #[target_feature(enable = "avx2,fma")]
 unsafe fn avx2_fma<J: SimdJob>(job: J) -> J::Output {
     job.run()
-}
-
-/// `out[i] = f(values[i])`: a loop the compiler vectorizes (where a copy would be a `memcpy` call,
-/// which costs more than the work on a run of a few floats).
-///
-/// # Safety
-/// `out` is valid for `values.len()` writes.
-#[inline(always)]
-unsafe fn map_into(values: &[f32], out: *mut f32, f: impl Fn(f32) -> f32) {
-    for (i, v) in values.iter().enumerate() {
-        out.add(i).write(f(*v));
-    }
 }
 
 #[inline(always)]

@@ -3,13 +3,11 @@
 //! Inference folds batch norm into the convolution at load time ([`ConvLayer::fold`]); training
 //! keeps the unfolded layer and runs batch norm on batch statistics ([`ConvLayer::forward_train`]).
 
-use std::sync::Arc;
-
 use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
-use super::{Activation, CpuConv, InputPath, Isa};
+use super::Activation;
 
 /// Batch-norm epsilon of darknet and PyTorch alike.
 pub const BN_EPS: f64 = 1e-5;
@@ -80,9 +78,6 @@ pub struct ConvLayer {
     pub weight: Tensor,
     pub bias: Option<Tensor>,
     pub bn: Option<BatchNorm>,
-    /// The fused CPU kernel of a folded f32 layer on the CPU ([`ConvLayer::with_cpu_kernel`]);
-    /// `None`: candle's ops.
-    cpu: Option<Arc<CpuConv>>,
 }
 
 impl ConvLayer {
@@ -109,7 +104,7 @@ impl ConvLayer {
             let b = vb.pp("conv").get_with_hints(c, "bias", candle_nn::Init::Const(0.0))?;
             (Some(b), None)
         };
-        Ok(ConvLayer { spec: spec.clone(), weight, bias, bn, cpu: None })
+        Ok(ConvLayer { spec: spec.clone(), weight, bias, bn })
     }
 
     /// Folds batch norm into the convolution: w' = w * g / sqrt(v + eps), b' = beta - m * g / sqrt(v + eps).
@@ -128,28 +123,7 @@ impl ConvLayer {
             weight: weight.to_dtype(dtype)?.detach(),
             bias: Some(bias.to_dtype(dtype)?.detach()),
             bn: None,
-            cpu: None,
         })
-    }
-
-    /// This layer with its inference running on the fused CPU kernel ([`CpuConv`]) when it can:
-    /// folded (no batch norm), f32, on the CPU. Otherwise, and with `enable` false, candle's ops.
-    pub fn with_cpu_kernel(&self, enable: bool) -> Result<Self> {
-        let usable = self.bn.is_none() && self.weight.device().is_cpu() && self.weight.dtype() == DType::F32;
-        let cpu = if enable && self.cpu.is_some() {
-            // Already packed (folded() attaches it; the server then asks again for its --engine).
-            self.cpu.clone()
-        } else if enable && usable {
-            let weight = self.weight.flatten_all()?.to_vec1::<f32>()?;
-            let bias = match &self.bias {
-                Some(b) => b.to_vec1::<f32>()?,
-                None => vec![0.0; self.spec.out_channels],
-            };
-            Some(Arc::new(CpuConv::new(self.spec.clone(), weight, bias)))
-        } else {
-            None
-        };
-        Ok(ConvLayer { cpu, ..self.clone() })
     }
 
     /// This layer's parameters in `dtype` (see [`crate::device::Precision`]). The fused CPU kernel
@@ -172,35 +146,7 @@ impl ConvLayer {
             weight: self.weight.to_dtype(dtype)?,
             bias: self.bias.as_ref().map(|b| b.to_dtype(dtype)).transpose()?,
             bn,
-            cpu: None,
         })
-    }
-
-    /// This layer on the fused CPU kernel's `isa` kernels (see [`Isa`]); None without the fused
-    /// kernel or where the CPU lacks the instructions.
-    pub fn with_cpu_isa(&self, isa: Isa) -> Option<Self> {
-        let cpu = self.cpu.as_ref()?.with_isa(isa)?;
-        Some(ConvLayer { cpu: Some(Arc::new(cpu)), ..self.clone() })
-    }
-
-    /// How the fast CPU kernel feeds an `h x w` input to its GEMM; None without the kernel.
-    pub fn input_path(&self, h: usize, w: usize) -> Option<InputPath> {
-        self.cpu.as_ref().map(|kernel| kernel.input_path(h, w))
-    }
-
-    /// Inference on the fused CPU kernel with the executor's fusions: `inputs` concatenated along
-    /// channels, `residual` added after the activation (then its own activation). `None` when this
-    /// layer has no fused kernel or the kernel cannot read these tensors; the caller falls back.
-    pub fn forward_fused(&self, inputs: &[&Tensor], residual: Option<(&Tensor, Activation)>) -> Result<Option<Tensor>> {
-        match &self.cpu {
-            Some(kernel) => kernel.forward_tensors(inputs, residual),
-            None => Ok(None),
-        }
-    }
-
-    /// Whether inference runs on the fused CPU kernel.
-    pub fn uses_cpu_kernel(&self) -> bool {
-        self.cpu.is_some()
     }
 
     fn conv(&self, x: &Tensor) -> Result<Tensor> {
@@ -238,11 +184,6 @@ impl ConvLayer {
 impl Module for ConvLayer {
     /// Inference: running statistics (use [`ConvLayer::fold`] first to skip the extra ops).
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if let Some(kernel) = &self.cpu {
-            if x.device().is_cpu() && x.dtype() == DType::F32 {
-                return x.contiguous()?.apply_op1_no_bwd(kernel.as_ref());
-            }
-        }
         let y = self.conv(x)?;
         let y = match &self.bn {
             Some(bn) => {

@@ -4,7 +4,6 @@ mod activation;
 mod bn_train;
 mod conv;
 mod conv_grad;
-mod cpu_conv;
 mod linear;
 mod pool;
 
@@ -13,6 +12,5 @@ pub(crate) use activation::{with_simd, SimdJob};
 pub use bn_train::batch_norm_act_train;
 pub use conv::{BatchNorm, ConvLayer, ConvSpec, BN_EPS};
 pub use conv_grad::conv2d_train;
-pub use cpu_conv::{CpuConv, InputPath, Isa};
 pub use linear::linear_cpu;
 pub use pool::{global_avg_pool, global_avg_pool_cpu, max_pool, max_pool_differentiable, max_pool_out};
