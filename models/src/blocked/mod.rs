@@ -3,11 +3,11 @@
 //! channels summed over their whole reduction in registers, with bias, activation and residual
 //! applied before the one store of each output (see `kernel`).
 //!
-//! Against the NCHW engine of `layers::cpu_conv` this drops every pass but the kernel's: no
-//! packing of inputs (a pixel's 16 channels are the 16 floats a step broadcasts), no padded copy
-//! (each map is written with the zero border its readers pad with), no block buffer and no
-//! separate epilogue (the sums never leave the registers before they are final). Single layers
-//! ran at 95-99% of this machine's FMA peak, where the NCHW engine reached 60-85%.
+//! Against the NCHW GEMM engine it replaced, this drops every pass but the kernel's: no packing
+//! of inputs (a pixel's 16 channels are the 16 floats a step broadcasts), no padded copy (each
+//! map is written with the zero border its readers pad with), no block buffer and no separate
+//! epilogue (the sums never leave the registers before they are final). Single layers of the CSP
+//! backbones ran at 80-95% of a 2-core AMD EPYC's FMA peak, where the NCHW engine reached 60-80%.
 //!
 //! - A concat is never written: a conv reads its parts one after the other, and a channel slice
 //!   on a block boundary is a view (see [`Part`]).

@@ -126,8 +126,8 @@ impl ConvLayer {
         })
     }
 
-    /// This layer's parameters in `dtype` (see [`crate::device::Precision`]). The fused CPU kernel
-    /// is f32 only, so any other dtype runs on candle's ops.
+    /// This layer's parameters in `dtype` (see [`crate::device::Precision`]). The fast engine is
+    /// f32 only, so any other dtype runs on candle's ops.
     pub fn to_dtype(&self, dtype: DType) -> Result<Self> {
         if dtype == self.weight.dtype() {
             return Ok(self.clone());
