@@ -140,7 +140,8 @@ enum Command {
         iters: usize,
         #[arg(long, default_value_t = 3)]
         warmup: usize,
-        /// CPU convolutions: `fast` (fused kernel per layer) or `candle` (candle's ops, the reference).
+        /// CPU convolutions: `fast` (the blocked engine: conv, bias, activation and residual in
+        /// one kernel) or `candle` (candle's ops, the reference).
         #[arg(long, value_enum, default_value_t = Engine::Fast)]
         engine: Engine,
         #[arg(long)]

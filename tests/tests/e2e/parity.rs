@@ -147,7 +147,7 @@ async fn raw_tensor_outputs_equal_csp_model_predict() {
     assert_same(&detector, &grpc_infer(&server, "det", &values).await, "detector over gRPC");
 }
 
-/// `--engine candle` (candle's ops) and the default fused CPU kernel serve the same outputs.
+/// `--engine candle` (candle's ops) and the default fast (blocked) engine serve the same outputs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_cpu_engines_serve_the_same_outputs() {
     let f = fixtures();
