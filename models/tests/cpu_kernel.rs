@@ -86,10 +86,10 @@ fn layer(c: &Case, activation: Activation, seed: u64) -> ConvLayer {
 #[test]
 fn single_layers_match_candle() {
     let mut cases = vec![
-        case(8, 16, 1, 1, 0, 1),   // 1x1: the input packed as it is (a partial last panel)
-        case(8, 16, 1, 2, 0, 1),   // 1x1 with stride: unfolded
-        case(6, 10, 1, 1, 1, 1),   // 1x1 with padding
-        case(7, 5, 3, 1, 1, 1),    // odd channel counts
+        case(8, 16, 1, 1, 0, 1),   // 1x1, half a block of input channels
+        case(8, 16, 1, 2, 0, 1),   // 1x1 with stride
+        case(6, 10, 1, 1, 1, 1),   // 1x1 with padding (read from the border)
+        case(7, 5, 3, 1, 1, 1),    // odd channel counts: partial input and output blocks
         case(8, 12, 3, 2, 1, 1),   // stride 2 over odd sizes
         case(4, 6, 3, 1, 0, 1),    // no padding
         case(5, 7, 5, 1, 2, 1),    // 5x5
@@ -101,14 +101,12 @@ fn single_layers_match_candle() {
     ];
     // A batch.
     cases.push(Case { n: 3, h: 7, w: 11, ..case(6, 9, 3, 1, 1, 1) });
-    // 1x1 over whole panels (8x8, 4x16): the input rows read in place, a batch of them, and a
-    // reduction longer than one chunk.
+    // Rows of whole tiles (8 and 16 pixels), a batch of them, and a reduction over 19 input blocks.
     cases.push(Case { n: 2, h: 8, w: 8, ..case(9, 13, 1, 1, 0, 1) });
     cases.push(Case { n: 1, h: 4, w: 16, ..case(300, 7, 1, 1, 0, 1) });
-    // 1x1 whose rows end mid-panel, with channels that fill the weight panels: packed.
     cases.push(case(8, 12, 1, 1, 0, 1));
-    // Shifted views of a padded copy on wide outputs: 3x3 and 5x5, padding wider than k/2, a
-    // batch of grouped ones, and a reduction longer than one chunk.
+    // Wide rows cut into uneven tiles: 3x3 and 5x5, padding wider than k/2, a batch of grouped
+    // ones, and several input blocks.
     cases.push(Case { h: 5, w: 40, ..case(5, 7, 3, 1, 1, 1) });
     cases.push(Case { h: 3, w: 29, ..case(4, 6, 5, 1, 3, 1) });
     cases.push(Case { n: 2, h: 6, w: 31, ..case(12, 6, 3, 1, 1, 3) });
@@ -116,35 +114,29 @@ fn single_layers_match_candle() {
     // A 1x1 image, a thin one.
     cases.push(Case { h: 1, w: 1, ..case(4, 4, 3, 1, 1, 1) });
     cases.push(Case { h: 2, w: 17, ..case(3, 8, 3, 2, 1, 1) });
-    // Strided k x k convs read shifted views of stride x stride phases of the input: a 7x7 stem
-    // over odd and even sizes, no padding, k = stride, padding wider than k/2, a batch, a
-    // reduction longer than one chunk, an image smaller than the window.
+    // Strided k x k convs: a 7x7 stem over odd and even sizes, no padding, k = stride, padding
+    // wider than k/2, a batch, several input blocks, an image smaller than the window.
     cases.push(Case { h: 17, w: 22, ..case(3, 8, 7, 2, 3, 1) });
     cases.push(Case { h: 16, w: 15, ..case(4, 6, 3, 2, 0, 1) });
     cases.push(Case { h: 9, w: 10, ..case(5, 7, 2, 2, 0, 1) });
     cases.push(Case { n: 2, h: 11, w: 12, ..case(6, 9, 3, 2, 2, 1) });
     cases.push(Case { h: 40, w: 66, ..case(40, 8, 3, 2, 1, 1) });
     cases.push(Case { h: 2, w: 1, ..case(4, 4, 5, 2, 2, 1) });
-    // An input larger than the L2s: blocks of more than 8 weight panels, prefetched rows.
+    // A large input, strided, with an odd number of output blocks (the last call takes one).
     cases.push(Case { h: 110, w: 100, ..case(24, 70, 3, 2, 1, 1) });
-    // 1x1 convs on small maps run transposed (pixels along the kernel's short side): more
-    // channels than one panel of each side, a reduction longer than one chunk, a batch.
+    // Small maps: fewer rows than tasks, several output blocks, a batch.
     cases.push(Case { h: 7, w: 7, ..case(300, 70, 1, 1, 0, 1) });
     cases.push(Case { n: 2, h: 7, w: 7, ..case(64, 35, 1, 1, 0, 1) });
-    // k x k convs on small maps run transposed too, each pixel read from the shifted views: 3x3,
-    // stride 2 over an odd width, 5x5 with padding wider than k/2, an output (35 pixels) that ends
-    // mid-panel, and a batch with a reduction longer than one chunk.
     cases.push(Case { h: 7, w: 7, ..case(16, 32, 3, 1, 1, 1) });
     cases.push(Case { h: 14, w: 13, ..case(16, 64, 3, 2, 1, 1) });
     cases.push(Case { h: 5, w: 7, ..case(6, 32, 5, 1, 3, 1) });
     cases.push(Case { h: 5, w: 7, ..case(16, 32, 3, 1, 1, 1) });
     cases.push(Case { n: 2, h: 7, w: 9, ..case(40, 48, 3, 1, 1, 1) });
-    // Enough output channels for blocks of several channel panels (taken in pairs by the AVX-512
-    // kernels), over two chunks of the reduction.
+    // Weights past `SMALL_WEIGHTS` (each task takes one call, not all of them): 32 x 9 x 256.
     cases.push(Case { h: 7, w: 7, ..case(32, 256, 3, 1, 1, 1) });
-    // Grouped ones as well (CSPResNeXt's late stages, 16 and 32 channels per group): 32 per group
-    // at 7x7, 16 per group over an output that ends mid-panel, strided, and a batch whose groups
-    // reduce over more than one chunk (35 channels x 9 taps per group).
+    // Grouped ones as in CSPResNeXt's late stages: 32 channels per group (a pair of output blocks
+    // reads the same input blocks, one call takes both), 16 per group (each block its own call)
+    // over a row that ends mid-tile, strided, and a batch with partial blocks.
     cases.push(Case { h: 7, w: 7, ..case(64, 64, 3, 1, 1, 2) });
     cases.push(Case { h: 5, w: 7, ..case(48, 48, 3, 1, 1, 3) });
     cases.push(Case { h: 14, w: 13, ..case(96, 96, 3, 2, 1, 3) });
@@ -322,5 +314,45 @@ fn fused_graphs_match_candle() {
     {
         let diff = relative_diff(ours, &theirs);
         assert!(diff <= TOLERANCE, "layer {layer} (all kept): relative difference {diff:e}");
+    }
+}
+
+/// Max pooling and upsampling on blocked maps against candle's ops: darknet's windows (even and
+/// odd sizes, strides 1-3, paddings 0 to size - 1, SPP's 5, 9 and 13 at stride 1), upsampling by
+/// 2 and 3, over odd map sizes, 20 channels (a partial block) and a batch of 2.
+#[test]
+fn pooling_and_upsampling_match_candle() {
+    use csp_models::network::{NetworkBuilder, Op};
+    use csp_models::preprocess::Preprocess;
+    let leaky = Activation::DARKNET_LEAKY;
+    let mut b = NetworkBuilder::new(3);
+    let a = b.conv("a", 20, 3, 1, 1, leaky); // 0
+    let mut outputs = Vec::new();
+    for (size, stride, padding) in
+        [(2, 2, 0), (2, 2, 1), (3, 2, 1), (3, 2, 2), (2, 1, 1), (3, 3, 0), (5, 1, 4), (9, 1, 8), (13, 1, 12)]
+    {
+        b.push(Op::Route { layers: vec![a], groups: 1, group_id: 0 }, "input");
+        outputs.push(b.push(Op::MaxPool { size, stride, padding }, format!("maxpool {size} {stride} {padding}")));
+    }
+    for stride in [2, 3] {
+        b.push(Op::Route { layers: vec![a], groups: 1, group_id: 0 }, "input");
+        outputs.push(b.push(Op::Upsample { stride }, format!("upsample {stride}")));
+    }
+    let net = b.finish("pooling", (13, 11), 0, Preprocess::TIMM);
+    let fast = random_model(net, &Device::Cpu).unwrap().folded().unwrap();
+    let reference = fast.with_engine(Engine::Candle).unwrap();
+    let x = tensor(&[2, 3, 13, 11], 10);
+    for isa in Isa::supported() {
+        let fast = fast.with_cpu_isa(isa).unwrap();
+        let (ours, theirs) = (fast.run_many(&x, &outputs).unwrap(), reference.run_many(&x, &outputs).unwrap());
+        for ((layer, p), q) in outputs.iter().zip(&ours).zip(&theirs) {
+            assert_eq!(p.dims(), q.dims(), "layer {layer}");
+            let diff = relative_diff(p, q);
+            assert!(
+                diff <= TOLERANCE,
+                "{isa:?} layer {layer} ({:?}): relative difference {diff:e}",
+                fast.net.layers[*layer].op
+            );
+        }
     }
 }
