@@ -17,10 +17,6 @@ use crate::layers::{Activation, ConvSpec};
 /// 1.5-3% faster than a call per task (interleaved, batch 1, 2 threads); 1 MiB was no better.
 const SMALL_WEIGHTS: usize = 1 << 16;
 
-/// Input floats (64 KiB) up to which one kernel call takes a run of a row's tiles where a task
-/// makes several calls per row: so the run's inputs stay in L1 from one call to the next.
-const RUN_INPUTS: usize = 1 << 14;
-
 /// A prepared conv: its spec, how its input is split into parts, packed weights.
 #[derive(Clone, Debug)]
 pub struct Conv {
@@ -198,24 +194,14 @@ impl Conv {
         }
         let row_tasks = oh.div_ceil(rows_per_task);
         let step = s.stride * self.lanes;
-        let inputs_per_pixel = self.parts.iter().map(|c| c.div_ceil(self.lanes)).sum::<usize>() * k * step;
-        let run_pixels = if calls_per_task > 1 { (RUN_INPUTS / inputs_per_pixel).max(1) } else { usize::MAX };
         crate::team::for_each(call_tasks * row_tasks, |task| {
             let (first_call, rows) = ((task / row_tasks) * calls_per_task, task % row_tasks);
             let calls = first_call..(first_call + calls_per_task).min(self.calls.len());
             let mut segments = Vec::with_capacity(self.parts.len());
             for oy in rows * rows_per_task..((rows + 1) * rows_per_task).min(oh) {
-                let (mut ox, mut t) = (0, 0);
-                while t < tiles {
-                    // A run of tiles of one size: the row's tiles are of two sizes at most.
+                let mut ox = 0;
+                for t in 0..tiles {
                     let pixels = (ow - ox).div_ceil(tiles - t);
-                    let mut run = 1;
-                    while t + run < tiles
-                        && (ow - ox - run * pixels).div_ceil(tiles - t - run) == pixels
-                        && (run + 1) * pixels <= run_pixels
-                    {
-                        run += 1;
-                    }
                     for c in calls.clone() {
                         let call = &self.calls[c];
                         let first_block = c * self.per_call;
@@ -227,8 +213,8 @@ impl Conv {
                             let x = (ox * s.stride) as isize - s.padding as isize;
                             let first = (inputs[q].first_block + b0) * m.block_len() + m.at(y, x);
                             let len = count * k * k * m.lanes;
-                            // The farthest read: the last step's offset from the run's last pixel.
-                            let far = first + (run * pixels - 1) * step + offsets[q][len - 1] as usize;
+                            // The farthest read: the last step's offset from the last pixel.
+                            let far = first + (pixels - 1) * step + offsets[q][len - 1] as usize;
                             assert!(far < m.data.len(), "{}: a read past its input", s.name);
                             segments.push(Segment {
                                 base: m.data[first..].as_ptr(),
@@ -237,11 +223,11 @@ impl Conv {
                             });
                         }
                         let at = first_block * out_block + out.at(oy as isize, ox as isize);
-                        assert!(at + (blocks - 1) * out_block + run * pixels * LANES <= out_len);
+                        assert!(at + (blocks - 1) * out_block + pixels * LANES <= out_len);
                         let residual = residual.as_ref().map(|(r, activation)| {
                             let m = r.map;
                             let from = (r.first_block + first_block) * m.block_len() + m.at(oy as isize, ox as isize);
-                            assert!(from + (blocks - 1) * m.block_len() + run * pixels * LANES <= m.data.len());
+                            assert!(from + (blocks - 1) * m.block_len() + pixels * LANES <= m.data.len());
                             (m.data[from..].as_ptr(), m.block_len(), *activation)
                         });
                         let finish = Finish {
@@ -261,12 +247,10 @@ impl Conv {
                                 step,
                                 self.weights[call.weights..].as_ptr(),
                                 &finish,
-                                run,
                             )
                         };
                     }
-                    ox += run * pixels;
-                    t += run;
+                    ox += pixels;
                 }
             }
         });

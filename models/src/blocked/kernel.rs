@@ -124,17 +124,13 @@ pub struct Finish {
     pub residual: Option<(*const f32, usize, Activation)>,
 }
 
-/// A tile kernel: `tiles` tiles of MR pixels in a row, each `segments` in order, pixel inputs
-/// `step` floats apart, weights `[steps][NB * 16]`. Tile t is the first one shifted by `t * MR`
-/// pixels: its inputs by `t * MR * step` floats, its output and residual by `t * MR * 16`. (One
-/// call for a row's tiles, not one each: the next tile's sums start while the last one's are
-/// finished, and the call's own costs are paid once.)
+/// A tile kernel: `segments` in order, pixel inputs `step` floats apart, weights `[steps][NB * 16]`.
 ///
 /// # Safety
-/// Every read the segments name, for every tile, is inside its input, `weights` holds a row for
-/// every step of every segment, `finish` points at `NB * 16` biases and at room for every tile
-/// (output and residual), and the output overlaps nothing read.
-pub type Kernel = unsafe fn(segments: &[Segment], step: usize, weights: *const f32, finish: &Finish, tiles: usize);
+/// Every read the segments name is inside its input, `weights` holds a row for every step of every
+/// segment, `finish` points at `NB * 16` biases and at tiles of the tile's size (output and
+/// residual), and the output overlaps nothing read.
+pub type Kernel = unsafe fn(segments: &[Segment], step: usize, weights: *const f32, finish: &Finish);
 
 /// One instruction set's kernels: `tiles[nb - 1][pixels - 1]`.
 #[derive(Clone, Copy, Debug)]
@@ -193,30 +189,14 @@ unsafe fn portable<const MR: usize, const NB: usize>(
     step: usize,
     weights: *const f32,
     finish: &Finish,
-    tiles: usize,
-) {
-    for t in 0..tiles {
-        portable_tile::<MR, NB>(segments, step, t * MR, weights, finish);
-    }
-}
-
-/// Tile `first / MR` of a [`portable`] call: the pixels from `first` on.
-#[inline(always)]
-unsafe fn portable_tile<const MR: usize, const NB: usize>(
-    segments: &[Segment],
-    step: usize,
-    first: usize,
-    weights: *const f32,
-    finish: &Finish,
 ) {
     let mut acc = [[[0f32; LANES]; NB]; MR];
     let mut w = weights;
     for s in segments {
-        let base = s.base.add(first * step);
         for p in 0..s.len {
             let o = *s.offsets.add(p) as usize;
             for (r, sums) in acc.iter_mut().enumerate() {
-                let a = *base.add(r * step + o);
+                let a = *s.base.add(r * step + o);
                 for (j, block) in sums.iter_mut().enumerate() {
                     for (i, v) in block.iter_mut().enumerate() {
                         *v = a.mul_add(*w.add(j * LANES + i), *v);
@@ -228,10 +208,9 @@ unsafe fn portable_tile<const MR: usize, const NB: usize>(
     }
     for (r, sums) in acc.iter_mut().enumerate() {
         for (j, block) in sums.iter_mut().enumerate() {
-            let residual_at = finish.residual.map_or(0, |(_, stride, _)| j * stride + (first + r) * LANES);
+            let residual_at = finish.residual.map_or(0, |(_, stride, _)| j * stride + r * LANES);
             finish_block(block, finish.bias.add(j * LANES), finish, residual_at);
-            let out = finish.out.add(j * finish.out_block + (first + r) * LANES);
-            std::ptr::copy_nonoverlapping(block.as_ptr(), out, LANES);
+            std::ptr::copy_nonoverlapping(block.as_ptr(), finish.out.add(j * finish.out_block + r * LANES), LANES);
         }
     }
 }
@@ -245,27 +224,22 @@ unsafe fn avx512<const MR: usize, const NB: usize>(
     step: usize,
     weights: *const f32,
     finish: &Finish,
-    tiles: usize,
 ) {
     use std::arch::x86_64::*;
-    for t in 0..tiles {
-        let first = t * MR;
-        let mut acc = [[_mm512_setzero_ps(); NB]; MR];
-        let mut w = weights;
-        for s in segments {
-            acc = avx512_steps::<MR, NB>(acc, s, s.base.add(first * step), step, w);
-            w = w.add(s.len * NB * LANES);
-        }
-        for (j, sums) in (0..NB).map(|j| (j, acc.map(|row| row[j]))) {
-            let bias = _mm512_loadu_ps(finish.bias.add(j * LANES));
-            for (r, sum) in sums.iter().enumerate() {
-                let at = (first + r) * LANES;
-                let mut v = act512(_mm512_add_ps(*sum, bias), finish.activation);
-                if let Some((residual, stride, activation)) = finish.residual {
-                    v = act512(_mm512_add_ps(v, _mm512_loadu_ps(residual.add(j * stride + at))), activation);
-                }
-                _mm512_storeu_ps(finish.out.add(j * finish.out_block + at), v);
+    let mut acc = [[_mm512_setzero_ps(); NB]; MR];
+    let mut w = weights;
+    for s in segments {
+        acc = avx512_steps::<MR, NB>(acc, s, step, w);
+        w = w.add(s.len * NB * LANES);
+    }
+    for (j, sums) in (0..NB).map(|j| (j, acc.map(|row| row[j]))) {
+        let bias = _mm512_loadu_ps(finish.bias.add(j * LANES));
+        for (r, sum) in sums.iter().enumerate() {
+            let mut v = act512(_mm512_add_ps(*sum, bias), finish.activation);
+            if let Some((residual, stride, activation)) = finish.residual {
+                v = act512(_mm512_add_ps(v, _mm512_loadu_ps(residual.add(j * stride + r * LANES))), activation);
             }
+            _mm512_storeu_ps(finish.out.add(j * finish.out_block + r * LANES), v);
         }
     }
 }
@@ -292,22 +266,20 @@ unsafe fn act512(v: std::arch::x86_64::__m512, activation: Activation) -> std::a
     }
 }
 
-/// One segment's steps (its inputs from `base`, one tile's) into the sums, which go in and come
-/// back by value: so they stay in registers (summed in place across the segment loop, they were
-/// stored after every FMA).
+/// One segment's steps into the sums, which go in and come back by value: so they stay in
+/// registers (summed in place across the segment loop, they were stored after every FMA).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 #[inline]
 unsafe fn avx512_steps<const MR: usize, const NB: usize>(
     mut acc: [[std::arch::x86_64::__m512; NB]; MR],
     s: &Segment,
-    base: *const f32,
     step: usize,
     mut w: *const f32,
 ) -> [[std::arch::x86_64::__m512; NB]; MR] {
     use std::arch::x86_64::*;
     for p in 0..s.len {
-        let at = base.add(*s.offsets.add(p) as usize);
+        let at = s.base.add(*s.offsets.add(p) as usize);
         let mut row = [_mm512_setzero_ps(); NB];
         for (j, v) in row.iter_mut().enumerate() {
             *v = _mm512_loadu_ps(w.add(j * LANES));
@@ -332,30 +304,25 @@ unsafe fn avx2<const MR: usize, const NB: usize>(
     step: usize,
     weights: *const f32,
     finish: &Finish,
-    tiles: usize,
 ) {
     use std::arch::x86_64::*;
-    for t in 0..tiles {
-        let first = t * MR;
-        let mut acc = [[[_mm256_setzero_ps(); 2]; NB]; MR];
-        let mut w = weights;
-        for s in segments {
-            acc = avx2_steps::<MR, NB>(acc, s, s.base.add(first * step), step, w);
-            w = w.add(s.len * NB * LANES);
-        }
-        for (j, sums) in (0..NB).map(|j| (j, acc.map(|row| row[j]))) {
-            let bias = [_mm256_loadu_ps(finish.bias.add(j * LANES)), _mm256_loadu_ps(finish.bias.add(j * LANES + 8))];
-            for (r, sum) in sums.iter().enumerate() {
-                let at = (first + r) * LANES;
-                let out = finish.out.add(j * finish.out_block + at);
-                for half in 0..2 {
-                    let mut v = act256(_mm256_add_ps(sum[half], bias[half]), finish.activation);
-                    if let Some((residual, stride, activation)) = finish.residual {
-                        let from = residual.add(j * stride + at + 8 * half);
-                        v = act256(_mm256_add_ps(v, _mm256_loadu_ps(from)), activation);
-                    }
-                    _mm256_storeu_ps(out.add(8 * half), v);
+    let mut acc = [[[_mm256_setzero_ps(); 2]; NB]; MR];
+    let mut w = weights;
+    for s in segments {
+        acc = avx2_steps::<MR, NB>(acc, s, step, w);
+        w = w.add(s.len * NB * LANES);
+    }
+    for (j, sums) in (0..NB).map(|j| (j, acc.map(|row| row[j]))) {
+        let bias = [_mm256_loadu_ps(finish.bias.add(j * LANES)), _mm256_loadu_ps(finish.bias.add(j * LANES + 8))];
+        for (r, sum) in sums.iter().enumerate() {
+            let out = finish.out.add(j * finish.out_block + r * LANES);
+            for half in 0..2 {
+                let mut v = act256(_mm256_add_ps(sum[half], bias[half]), finish.activation);
+                if let Some((residual, stride, activation)) = finish.residual {
+                    let from = residual.add(j * stride + r * LANES + 8 * half);
+                    v = act256(_mm256_add_ps(v, _mm256_loadu_ps(from)), activation);
                 }
+                _mm256_storeu_ps(out.add(8 * half), v);
             }
         }
     }
@@ -389,13 +356,12 @@ unsafe fn act256(v: std::arch::x86_64::__m256, activation: Activation) -> std::a
 unsafe fn avx2_steps<const MR: usize, const NB: usize>(
     mut acc: [[[std::arch::x86_64::__m256; 2]; NB]; MR],
     s: &Segment,
-    base: *const f32,
     step: usize,
     mut w: *const f32,
 ) -> [[[std::arch::x86_64::__m256; 2]; NB]; MR] {
     use std::arch::x86_64::*;
     for p in 0..s.len {
-        let at = base.add(*s.offsets.add(p) as usize);
+        let at = s.base.add(*s.offsets.add(p) as usize);
         let mut row = [[_mm256_setzero_ps(); 2]; NB];
         for (j, v) in row.iter_mut().enumerate() {
             *v = [_mm256_loadu_ps(w.add(j * LANES)), _mm256_loadu_ps(w.add(j * LANES + 8))];
@@ -416,8 +382,7 @@ unsafe fn avx2_steps<const MR: usize, const NB: usize>(
 mod tests {
     use super::*;
 
-    /// Every instance of every set against the plain formula: two segments, a residual, Mish,
-    /// one tile and three in a row.
+    /// Every instance of every set against the plain formula: two segments, a residual, Mish.
     #[test]
     fn every_tile_kernel_computes_the_formula() {
         let input: Vec<f32> = (0..4000).map(|i| ((i * 7 % 23) as f32 - 11.0) / 16.0).collect();
@@ -426,13 +391,13 @@ mod tests {
         let steps = first.len() + second.len();
         let weights: Vec<f32> = (0..steps * 2 * LANES).map(|i| ((i * 5 % 13) as f32 - 6.0) / 32.0).collect();
         let bias: Vec<f32> = (0..2 * LANES).map(|i| i as f32 / 64.0 - 0.25).collect();
-        let residual: Vec<f32> = (0..2 * 400).map(|i| ((i * 3 % 11) as f32 - 5.0) / 8.0).collect();
+        let residual: Vec<f32> = (0..3 * 200).map(|i| ((i * 3 % 11) as f32 - 5.0) / 8.0).collect();
         let step = 3;
         let (base0, base1) = (5usize, 2000usize);
         for isa in Isa::supported() {
             let kernels = Kernels::of(isa).expect("supported");
             for blocks in 1..=kernels.blocks {
-                for (pixels, tiles) in (1..=kernels.pixels).flat_map(|p| [(p, 1), (p, 3)]) {
+                for pixels in 1..=kernels.pixels {
                     let segments = [
                         Segment { base: input[base0..].as_ptr(), offsets: first.as_ptr(), len: first.len() },
                         Segment { base: input[base1..].as_ptr(), offsets: second.as_ptr(), len: second.len() },
@@ -440,7 +405,7 @@ mod tests {
                     // Weights for this tile: rows of `blocks * 16` taken from the first columns.
                     let packed: Vec<f32> =
                         (0..steps).flat_map(|p| weights[p * 2 * LANES..][..blocks * LANES].to_vec()).collect();
-                    let (out_block, residual_block) = (400, 400);
+                    let (out_block, residual_block) = (300, 200);
                     let mut out = vec![f32::NAN; 2 * out_block];
                     let finish = Finish {
                         bias: bias.as_ptr(),
@@ -449,10 +414,10 @@ mod tests {
                         out_block,
                         residual: Some((residual.as_ptr(), residual_block, Activation::TIMM_LEAKY)),
                     };
-                    // SAFETY: every offset plus (3 * pixels - 1) * step stays inside `input`; the
-                    // output and residual hold two blocks of 24 pixels.
-                    unsafe { (kernels.tile(blocks, pixels))(&segments, step, packed.as_ptr(), &finish, tiles) };
-                    for r in 0..pixels * tiles {
+                    // SAFETY: every offset plus (pixels - 1) * step stays inside `input`; the
+                    // output and residual hold two blocks of 8 pixels.
+                    unsafe { (kernels.tile(blocks, pixels))(&segments, step, packed.as_ptr(), &finish) };
+                    for r in 0..pixels {
                         for j in 0..blocks {
                             for i in 0..LANES {
                                 let c = j * LANES + i;
@@ -471,7 +436,7 @@ mod tests {
                                 let got = out[j * out_block + r * LANES + i];
                                 assert!(
                                     (got - v[0]).abs() <= 1e-5 * v[0].abs().max(1.0),
-                                    "{isa:?} {blocks}x{pixels} x {tiles} pixel {r} channel {c}: {got} vs {}",
+                                    "{isa:?} {blocks}x{pixels} pixel {r} channel {c}: {got} vs {}",
                                     v[0]
                                 );
                             }
@@ -479,7 +444,7 @@ mod tests {
                     }
                     // Nothing outside the tile is written.
                     for j in 0..2 {
-                        let written = if j < blocks { pixels * tiles * LANES } else { 0 };
+                        let written = if j < blocks { pixels * LANES } else { 0 };
                         assert!(out[j * out_block + written..(j + 1) * out_block].iter().all(|v| v.is_nan()));
                     }
                 }
