@@ -156,8 +156,9 @@ impl Prepared {
     fn conv(&self, run: &mut Run, i: usize, residual: Option<(Part<&Map>, Activation)>) -> Result<Map> {
         let conv = self.convs[i].as_ref().ok_or_else(|| Error::graph(format!("conv {i} is not prepared")))?;
         if i == 0 {
-            let image = run.input.tensor.as_ref().expect("the input tensor").flatten_all()?.to_vec1::<f32>()?;
-            let (_, c, h, w) = run.input.tensor.as_ref().expect("the input tensor").dims4()?;
+            let x = run.input.tensor.as_ref().expect("the input tensor");
+            let (_, c, h, w) = x.dims4()?;
+            let image = x.flatten_all()?.to_vec1::<f32>()?;
             let planar = Map::planar(&image, c, h, w, conv.spec.padding);
             let part = Part { map: &planar, first_block: 0, channels: c };
             return Ok(conv.run(&[part], residual, self.border));
@@ -249,13 +250,7 @@ impl Run {
         let held = self.held_mut(j)?;
         if held.parts.is_none() {
             let t = held.tensor.as_ref().expect("a value in one form at least");
-            let (_, c, h, w) = t.dims4()?;
-            let data = t.flatten_all()?.to_vec1::<f32>()?;
-            held.parts = Some(vec![Part {
-                map: Arc::new(Map::from_planes(|ch| &data[ch * h * w..][..h * w], c, h, w, border)),
-                first_block: 0,
-                channels: c,
-            }]);
+            held.parts = Some(vec![blocked(t, border)?]);
         }
         Ok(held.parts.clone().expect("just made"))
     }
@@ -275,11 +270,7 @@ impl Run {
         if parts.len() == 1 {
             return Ok(parts.remove(0));
         }
-        let t = self.tensor_of(j)?;
-        let (_, c, h, w) = t.dims4()?;
-        let data = t.flatten_all()?.to_vec1::<f32>()?;
-        let map = Map::from_planes(|ch| &data[ch * h * w..][..h * w], c, h, w, self.border);
-        Ok(Part { map: Arc::new(map), first_block: 0, channels: c })
+        blocked(&self.tensor_of(j)?, self.border)
     }
 
     /// Layer j's output as an NCHW tensor (converted from its parts the first time).
@@ -323,4 +314,12 @@ impl Run {
         let get = |j: usize| find(Some(j));
         Ok(Held::tensor(model.run_other(i, &prev, &get)?))
     }
+}
+
+/// One NCHW image (`[1, C, H, W]`) as one blocked part, its map with `border`.
+fn blocked(t: &Tensor, border: usize) -> Result<Part<Arc<Map>>> {
+    let (_, c, h, w) = t.dims4()?;
+    let data = t.flatten_all()?.to_vec1::<f32>()?;
+    let map = Map::from_planes(|ch| &data[ch * h * w..][..h * w], c, h, w, border);
+    Ok(Part { map: Arc::new(map), first_block: 0, channels: c })
 }
